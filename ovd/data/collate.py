@@ -1,0 +1,90 @@
+"""``GroundingCollator``: a list of dataset items -> one batch, tokenizing the captions."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import torch
+
+from .errors import DataError
+from .positive_map import build_positive_map, phrase_token_mask
+
+
+class GroundingCollator:
+    """Callable for ``DataLoader(collate_fn=...)``.
+
+    ``tokenizer`` must be a Hugging Face *fast* tokenizer (offset mappings are needed to map
+    char spans to tokens). Captions are padded to the longest in the batch and truncated at
+    ``max_tokens`` (special tokens included) with a warning naming the caption and the
+    phrases lost; boxes whose phrases all fell past the limit are dropped from the targets.
+
+    Batch:
+        "images":         float (B, 3, S, S)
+        "input_ids":      long (B, T);  "attention_mask": long (B, T)
+        "targets":        list (B) of {"boxes": (N, 4) normalized cxcywh,
+                                       "positive_map": (N, T) float binary}
+        "meta":           list (B) of {"image_id", "sentence_id", "caption", "orig_size",
+                                       "phrases": [phrase dict + "token_mask": bool (T,)]}
+    """
+
+    def __init__(self, tokenizer, max_tokens: int = 64) -> None:
+        if not getattr(tokenizer, "is_fast", False):
+            raise TypeError("GroundingCollator needs a fast (Rust) tokenizer for offset mappings")
+        self.tokenizer = tokenizer
+        self.max_tokens = int(max_tokens)
+
+    def tokenize(self, captions: Sequence[str]):
+        for caption in captions:
+            if not caption.strip():
+                raise DataError("empty caption: every sample needs text to ground")
+        return self.tokenizer(
+            list(captions),
+            padding="longest",
+            truncation=True,
+            max_length=self.max_tokens,
+            return_offsets_mapping=True,
+            return_tensors="pt",
+        )
+
+    def __call__(self, items: Sequence[dict]) -> dict:
+        for item in items:
+            if not item["caption"].strip():
+                raise DataError(f"image {item['image_id']!r} sentence {item['sentence_id']}: empty caption")
+        enc = self.tokenize([item["caption"] for item in items])
+        num_tokens = enc["input_ids"].shape[1]
+        targets, meta = [], []
+        for b, item in enumerate(items):
+            offsets = enc["offset_mapping"][b]  # (T, 2)
+            truncated = bool(enc.encodings[b].overflowing)
+            positive_map = build_positive_map(offsets, item["box_spans"], num_tokens)  # (N, T)
+            boxes = item["boxes"]
+            phrases = [dict(p, token_mask=phrase_token_mask(offsets, p.get("spans", [(p["char_start"], p["char_end"])]))) for p in item["phrases"]]
+            if truncated:
+                lost = [p["text"] for p in phrases if not p["token_mask"].any()]
+                keep = positive_map.any(dim=1)  # a box with no token left cannot be matched to text
+                warnings.warn(
+                    f"caption of image {item['image_id']!r} sentence {item['sentence_id']} truncated to "
+                    f"{self.max_tokens} tokens: {item['caption']!r}; phrases dropped: {lost}; "
+                    f"boxes dropped: {int((~keep).sum())}",
+                    stacklevel=2,
+                )
+                boxes, positive_map = boxes[keep], positive_map[keep]
+                phrases = [p for p in phrases if p["token_mask"].any()]
+            targets.append({"boxes": boxes, "positive_map": positive_map})
+            meta.append(
+                {
+                    "image_id": item["image_id"],
+                    "sentence_id": item["sentence_id"],
+                    "caption": item["caption"],
+                    "orig_size": item["orig_size"],
+                    "phrases": phrases,
+                }
+            )
+        return {
+            "images": torch.stack([item["image"] for item in items]),
+            "input_ids": enc["input_ids"].long(),
+            "attention_mask": enc["attention_mask"].long(),
+            "targets": targets,
+            "meta": meta,
+        }

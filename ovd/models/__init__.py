@@ -1,0 +1,3 @@
+from .detector import OpenVocabDetector
+
+__all__ = ["OpenVocabDetector"]

@@ -1,0 +1,192 @@
+"""The open-vocabulary detector: image encoder + text encoder + fusion + box head.
+
+Baseline and optimized are this one class with different :class:`~ovd.config.DetectorConfig`
+values. Config is translated to explicit arguments here, at the edge (``from_config``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..boxes import normalized_cxcywh_to_pixel_xyxy
+from ..config import DetectorConfig
+from .box_head import BoxHead
+from .fusion import Fusion
+from .image_encoder import ImageEncoder
+from .text_encoder import TextEncoder, load_tokenizer
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PHRASE_SEPARATOR = " . "  # joins a list of phrases into one prompt, as Grounding DINO does
+
+
+class OpenVocabDetector(nn.Module):
+    def __init__(self, image_encoder: ImageEncoder, text_encoder: TextEncoder, fusion: Fusion,
+                 box_head: BoxHead, config: DetectorConfig) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.fusion = fusion
+        self.box_head = box_head
+        self.config = config
+
+    @classmethod
+    def from_config(cls, config: DetectorConfig) -> "OpenVocabDetector":
+        d = config.out_dim
+        return cls(
+            image_encoder=ImageEncoder(config.image.backbone, d, config.image.image_size,
+                                       config.image.num_feature_levels, config.image.pretrained,
+                                       config.image.backbone_kwargs),
+            text_encoder=TextEncoder(config.text.name_or_path, d, frozen=config.text.frozen),
+            fusion=Fusion(d, config.fusion.num_layers, config.fusion.num_heads, config.fusion.attention,
+                          config.box_head.mlp, config.fusion.ffn_ratio, config.fusion.dropout),
+            box_head=BoxHead(d, config.box_head.num_queries, config.box_head.num_decoder_layers,
+                             config.box_head.num_heads, config.fusion.attention, config.box_head.mlp,
+                             config.similarity, config.box_head.query_init, config.box_head.ffn_ratio,
+                             config.box_head.dropout),
+            config=config,
+        )
+
+    @property
+    def tokenizer(self):
+        return load_tokenizer(self.config.text.name_or_path)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids and mask -> (B, T, D) projected text tokens (cacheable for fixed prompts)."""
+        return self.text_encoder(input_ids, attention_mask)
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                text_tokens: torch.Tensor | None = None) -> dict:
+        """images (B, 3, S, S) normalized; input_ids/attention_mask (B, T) from ``self.tokenizer``;
+        text_tokens (B, T, D) optional precomputed :meth:`encode_text` output.
+
+        Returns a dict:
+          pred_logits (B, Q, T): query-token alignment logits (padded tokens: a large negative value)
+          pred_boxes  (B, Q, 4): normalized cxcywh in (0, 1)
+          text_mask   (B, T) bool: True for real tokens
+          aux_outputs: list of {pred_logits, pred_boxes} for earlier decoder layers
+          enc_outputs: {pred_logits, pred_boxes} of the selected proposals (language-guided only)
+        """
+        if text_tokens is None:
+            text_tokens = self.encode_text(input_ids, attention_mask)
+        padding = attention_mask == 0
+        image = self.image_encoder(images)
+        memory = self.fusion(image["tokens"], image["pos"], text_tokens, padding)
+        out = self.box_head(memory, image["pos"], image["spatial_shapes"], text_tokens, padding)
+        out["text_mask"] = ~padding
+        return out
+
+    # -- inference API ------------------------------------------------------------------
+    def tokenize(self, captions: Sequence[str]) -> dict:
+        """Tokenize captions (padding to the longest, truncating at text.max_tokens with a warning)."""
+        for i, c in enumerate(captions):
+            if not c or not c.strip():
+                raise ValueError(f"prompt {i} is empty; give a caption or a list of phrases")
+        tok = self.tokenizer
+        max_tokens = self.config.text.max_tokens
+        enc = tok(list(captions), padding="longest", truncation=True, max_length=max_tokens,
+                  return_offsets_mapping=True, return_tensors="pt")
+        full_lengths = [len(ids) for ids in tok(list(captions), truncation=False)["input_ids"]]
+        for caption, n in zip(captions, full_lengths):
+            if n > max_tokens:
+                warnings.warn(f"prompt of {n} tokens truncated to text.max_tokens={max_tokens}: "
+                              f"{caption[:80]!r}...", stacklevel=3)
+        return enc
+
+    def preprocess(self, images) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """PIL images or a float tensor batch (B, 3, H, W) in [0, 1] -> normalized (B, 3, S, S)
+        at the model's input size, plus each image's original (H, W)."""
+        from torchvision.transforms.v2 import functional as TF
+
+        size = self.config.image.image_size
+        if isinstance(images, torch.Tensor):
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError(f"image tensor must be (B, 3, H, W), got {tuple(images.shape)}")
+            sizes = [tuple(images.shape[-2:])] * images.shape[0]
+            batch = TF.resize(images.float(), [size, size], antialias=True)
+        else:
+            tensors, sizes = [], []
+            for img in images:
+                img = img.convert("RGB")
+                sizes.append((img.height, img.width))
+                tensors.append(TF.resize(TF.to_image(img), [size, size], antialias=True))
+            batch = torch.stack(tensors).float() / 255.0
+        batch = TF.normalize(batch, IMAGENET_MEAN, IMAGENET_STD)
+        device = next(self.parameters()).device
+        return batch.to(device), sizes
+
+    @torch.inference_mode()
+    def predict(self, images, prompts: Sequence[str | Sequence[str]], threshold: float = 0.3,
+                text_threshold: float = 0.25) -> list[dict]:
+        """Detect the prompted phrases.
+
+        images: a list of PIL images or a float tensor (B, 3, H, W) with values in [0, 1].
+        prompts: per image a caption string, or a list of phrases (joined with " . ").
+        Returns per image {"boxes": (K, 4) xyxy in pixels of the input image, "scores": (K,),
+        "labels": list of K phrase strings}. With a phrase list a box's label is the phrase whose
+        tokens score highest; with a caption it is the caption words whose tokens pass
+        ``text_threshold`` (as in ``post_process_grounded_object_detection``).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            batch, sizes = self.preprocess(images)
+            if len(prompts) != batch.shape[0]:
+                raise ValueError(f"got {batch.shape[0]} images but {len(prompts)} prompts")
+            captions, phrase_spans = [], []
+            for p in prompts:
+                if isinstance(p, str):
+                    captions.append(p)
+                    phrase_spans.append(None)
+                else:
+                    phrases = [s.strip() for s in p]
+                    if not phrases or any(not s for s in phrases):
+                        raise ValueError(f"phrase list {list(p)!r} is empty or holds an empty phrase")
+                    caption, spans, pos = "", [], 0
+                    for s in phrases:
+                        if caption:
+                            caption += PHRASE_SEPARATOR
+                        spans.append((len(caption), len(caption) + len(s)))
+                        caption += s
+                    captions.append(caption)
+                    phrase_spans.append((phrases, spans))
+            enc = self.tokenize(captions)
+            device = batch.device
+            out = self(batch, enc["input_ids"].to(device), enc["attention_mask"].to(device))
+            probs = out["pred_logits"].float().sigmoid()  # (B, Q, T)
+            results = []
+            for b in range(batch.shape[0]):
+                offsets = enc["offset_mapping"][b]
+                token_probs = probs[b]
+                scores = token_probs.max(-1).values
+                keep = scores > threshold
+                boxes = normalized_cxcywh_to_pixel_xyxy(out["pred_boxes"][b][keep].float(), *sizes[b])
+                labels = []
+                for q in keep.nonzero().flatten().tolist():
+                    labels.append(self._label(token_probs[q], offsets, captions[b], phrase_spans[b], text_threshold))
+                results.append({"boxes": boxes.cpu(), "scores": scores[keep].cpu(), "labels": labels})
+            return results
+        finally:
+            self.train(was_training)
+
+    @staticmethod
+    def _label(token_probs, offsets, caption, phrase_spans, text_threshold) -> str:
+        if phrase_spans is not None:
+            phrases, spans = phrase_spans
+            best, best_score = phrases[0], -1.0
+            for phrase, (s, e) in zip(phrases, spans):
+                in_span = (offsets[:, 0] < e) & (offsets[:, 1] > s)
+                if in_span.any():
+                    score = token_probs[in_span].mean().item()
+                    if score > best_score:
+                        best, best_score = phrase, score
+            return best
+        words = []
+        for (s, e), p in zip(offsets.tolist(), token_probs.tolist()):
+            if e > s and p > text_threshold:
+                words.append(caption[s:e])
+        return " ".join(words)

@@ -1,0 +1,40 @@
+"""Shared fixtures. Tests run on the CPU with the tiny presets; `slow` and `gpu` tests opt in."""
+
+import os
+
+# Thread pools clash on small machines (DESIGN.md): pin BLAS threads before numpy/scipy load.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_slow = pytest.mark.skip(reason="slow: pass --run-slow to run")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--run-slow"):
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    import ovd
+
+    torch.manual_seed(0)
+    return ovd.create_model("optimized-tiny").eval()
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from ovd.models.text_encoder import load_tokenizer
+
+    return load_tokenizer()

@@ -1,0 +1,74 @@
+import json
+
+import pytest
+
+import ovd
+from ovd.config import DetectorConfig, get_config, parse_override
+
+
+def test_presets_listed():
+    assert ovd.list_presets() == ["baseline", "optimized", "baseline-tiny", "optimized-tiny"]
+
+
+@pytest.mark.parametrize("name", ["baseline", "optimized", "baseline-tiny", "optimized-tiny"])
+def test_preset_round_trips_json_and_yaml(name, tmp_path):
+    cfg = get_config(name)
+    assert DetectorConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    cfg.save(tmp_path / "c.yaml")
+    assert DetectorConfig.load(tmp_path / "c.yaml") == cfg
+    cfg.save(tmp_path / "c.json")
+    assert DetectorConfig.load(tmp_path / "c.json") == cfg
+
+
+def test_switches_of_the_presets():
+    base, opt = get_config("baseline"), get_config("optimized")
+    assert (base.fusion.attention, base.box_head.mlp, base.similarity) == ("mha", "sequential", "matmul")
+    assert (opt.fusion.attention, opt.box_head.mlp, opt.similarity) == ("sdpa", "torchvision", "torchmetrics")
+    assert base.image.backbone == "swin_small_patch4_window7_224"
+    assert opt.image.backbone == "swin_tiny_patch4_window7_224"
+    assert (opt.out_dim, opt.fusion.num_layers, opt.fusion.num_heads, opt.box_head.num_queries) == (256, 1, 4, 20)
+    assert opt.train.precision == "auto" and base.train.precision == "32-true"
+    # The tiny pair keeps the same relative differences as the full pair.
+    bt, ot = get_config("baseline-tiny"), get_config("optimized-tiny")
+    assert bt.out_dim > ot.out_dim and bt.box_head.num_queries > ot.box_head.num_queries
+    assert bt.fusion.num_layers > ot.fusion.num_layers
+    assert bt.box_head.num_decoder_layers > ot.box_head.num_decoder_layers
+    assert (bt.fusion.attention, ot.fusion.attention) == ("mha", "sdpa")
+
+
+def test_overrides_by_dotted_key():
+    cfg = get_config("baseline", {"fusion.attention": "sdpa", "box_head.num_queries": 50, "similarity": "torchmetrics"})
+    assert cfg.fusion.attention == "sdpa" and cfg.box_head.num_queries == 50 and cfg.similarity == "torchmetrics"
+    assert get_config("baseline").fusion.attention == "mha"  # presets are not mutated
+
+
+@pytest.mark.parametrize("key,value,fragment", [
+    ("fusion.attention", "flash", "mha-fast"),
+    ("box_head.mlp", "conv", "torchvision"),
+    ("similarity", "dot", "torchmetrics"),
+    ("train.precision", "fp8", "bf16-mixed"),
+    ("train.scheduler", "step", "onecycle"),
+    ("box_head.query_init", "random", "language-guided"),
+    ("box_head.num_queries", 0, "positive"),
+    ("fusion.num_heads", 3, "divisible"),
+])
+def test_bad_values_list_valid_choices(key, value, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        get_config("optimized", {key: value})
+
+
+def test_unknown_keys_and_presets():
+    with pytest.raises(ValueError, match="valid keys"):
+        get_config("optimized", {"fusion.atention": "sdpa"})
+    with pytest.raises(ValueError, match="choose one of"):
+        get_config("huge")
+    with pytest.raises(ValueError, match="unknown keys"):
+        DetectorConfig.from_dict({"fusion": {"heads": 2}})
+
+
+def test_parse_override():
+    assert parse_override("box_head.num_queries=50") == ("box_head.num_queries", 50)
+    assert parse_override("fusion.attention=sdpa") == ("fusion.attention", "sdpa")
+    assert parse_override("train.betas=[0.9,0.98]") == ("train.betas", [0.9, 0.98])
+    with pytest.raises(ValueError, match="key=value"):
+        parse_override("nonsense")
