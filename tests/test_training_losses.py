@@ -72,7 +72,9 @@ def test_keys_and_weighted_total():
     expected = {f"{n}{s}" for n in ("loss_class", "loss_bbox", "loss_giou") for s in suffixes} | {"total_loss"}
     assert set(losses) == expected
     total = sum(
-        w * losses[f"{n}{s}"] for n, w in (("loss_class", 1.0), ("loss_bbox", 3.0), ("loss_giou", 0.5)) for s in suffixes
+        w * losses[f"{n}{s}"]
+        for n, w in (("loss_class", 1.0), ("loss_bbox", 3.0), ("loss_giou", 0.5))
+        for s in suffixes
     )
     torch.testing.assert_close(losses["total_loss"], total)
     assert all(v.dtype == torch.float32 and v.ndim == 0 for v in losses.values())

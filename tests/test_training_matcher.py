@@ -93,7 +93,10 @@ def test_each_cost_term_orders_correctly():
     target = {"boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]]), "positive_map": torch.tensor([[1.0] + [0.0] * (T - 1)])}
     boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.55, 0.5, 0.2, 0.2], [0.8, 0.8, 0.2, 0.2]]])
     logits = torch.zeros(1, 3, T)
-    for kwargs in ({"cost_class": 0, "cost_bbox": 1, "cost_giou": 0}, {"cost_class": 0, "cost_bbox": 0, "cost_giou": 1}):
+    for kwargs in (
+        {"cost_class": 0, "cost_bbox": 1, "cost_giou": 0},
+        {"cost_class": 0, "cost_bbox": 0, "cost_giou": 1},
+    ):
         cost = HungarianMatcher(**kwargs).cost_matrix({"pred_logits": logits, "pred_boxes": boxes}, [target])[0, :, 0]
         assert cost[0] < cost[1] < cost[2]
     logits = torch.tensor([[[4.0] + [0.0] * (T - 1), [0.0] * T, [-4.0] + [0.0] * (T - 1)]])

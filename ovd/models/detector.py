@@ -7,7 +7,7 @@ values. Config is translated to explicit arguments here, at the edge (``from_con
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -35,7 +35,7 @@ class OpenVocabDetector(nn.Module):
         self.config = config
 
     @classmethod
-    def from_config(cls, config: DetectorConfig) -> "OpenVocabDetector":
+    def from_config(cls, config: DetectorConfig) -> OpenVocabDetector:
         d = config.out_dim
         return cls(
             image_encoder=ImageEncoder(config.image.backbone, d, config.image.image_size,
@@ -146,7 +146,7 @@ class OpenVocabDetector(nn.Module):
                     phrases = [s.strip() for s in p]
                     if not phrases or any(not s for s in phrases):
                         raise ValueError(f"phrase list {list(p)!r} is empty or holds an empty phrase")
-                    caption, spans, pos = "", [], 0
+                    caption, spans = "", []
                     for s in phrases:
                         if caption:
                             caption += PHRASE_SEPARATOR

@@ -16,7 +16,7 @@ layer ``i`` (``outputs["aux_outputs"][i]``) adds ``*_{i}``; the query proposals
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
@@ -47,7 +47,9 @@ def class_targets(
     dense = torch.zeros(shape, dtype=torch.float32, device=device)
     for b, (q_idx, t_idx) in enumerate(matches):
         if len(q_idx):
-            dense[b, q_idx.to(device)] = targets[b]["positive_map"][t_idx.to(targets[b]["positive_map"].device)].to(dense)
+            dense[b, q_idx.to(device)] = targets[b]["positive_map"][t_idx.to(targets[b]["positive_map"].device)].to(
+                dense
+            )
     return dense
 
 
@@ -78,7 +80,10 @@ def matched_boxes(
 ) -> tuple[Tensor, Tensor]:
     """Gather matched pairs: (M, 4) predicted and (M, 4) target boxes, normalized cxcywh, float32."""
     src = [pred_boxes[b, q_idx.to(pred_boxes.device)] for b, (q_idx, _) in enumerate(matches)]
-    tgt = [targets[b]["boxes"][t_idx.to(targets[b]["boxes"].device)].to(pred_boxes.device) for b, (_, t_idx) in enumerate(matches)]
+    tgt = [
+        targets[b]["boxes"][t_idx.to(targets[b]["boxes"].device)].to(pred_boxes.device)
+        for b, (_, t_idx) in enumerate(matches)
+    ]
     return torch.cat(src).float(), torch.cat(tgt).float()
 
 
@@ -97,9 +102,7 @@ def loss_boxes(
         zero = pred_boxes.float().sum() * 0.0
         return zero, zero
     l1 = (src - tgt).abs().sum() / num_boxes
-    giou = torch.diag(
-        generalized_box_iou(box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy"))
-    )
+    giou = torch.diag(generalized_box_iou(box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy")))
     return l1, (1 - giou).sum() / num_boxes
 
 

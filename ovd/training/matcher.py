@@ -14,7 +14,7 @@ where ``C_class`` is Grounding DINO's focal cost on the per-token probabilities
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -89,9 +89,7 @@ class HungarianMatcher(nn.Module):
         tgt_boxes = torch.cat([t["boxes"] for t in targets]).to(pred_boxes)  # (Ntot, 4)
         tgt_map = torch.cat([t["positive_map"] for t in targets]).to(prob)  # (Ntot, T)
         if tgt_map.shape[-1] != num_tokens:
-            raise ValueError(
-                f"positive_map has {tgt_map.shape[-1]} token positions but pred_logits has {num_tokens}"
-            )
+            raise ValueError(f"positive_map has {tgt_map.shape[-1]} token positions but pred_logits has {num_tokens}")
 
         token_cost = focal_token_cost(prob, self.focal_alpha, self.focal_gamma)  # (B*Q, T)
         class_cost = token_cost @ normalize_positive_map(tgt_map).T  # (B*Q, Ntot)

@@ -202,13 +202,18 @@ class GroundingEvaluator(nn.Module):
         preds, gts, ranked_list, gt_list = [], [], [], []
         device = self.recall.total.device
         for b, meta in enumerate(metas):
-            phrases = meta["phrases"]
+            # Phrases without GT boxes do not count (MDETR); keeping them would only add false
+            # positives to a class with no GT. Labels are indices among the remaining phrases.
+            phrases = [p for p in meta["phrases"] if len(p["gt_boxes_xyxy"]) > 0]
             if not phrases:
                 continue
             height, width = (int(v) for v in meta["orig_size"])
             pixel_boxes = normalized_cxcywh_to_pixel_xyxy(boxes[b], height, width).to(device)  # (Q, 4)
             scores = torch.stack(
-                [phrase_scores(logits[b], p["token_mask"], None if text_mask is None else text_mask[b]) for p in phrases]
+                [
+                    phrase_scores(logits[b], p["token_mask"], None if text_mask is None else text_mask[b])
+                    for p in phrases
+                ]
             ).to(device)  # (P, Q)
             phrase_gt = [_as_boxes(p["gt_boxes_xyxy"]).to(device) for p in phrases]
             # Recall@k: per phrase, boxes ranked by that phrase's score.
@@ -273,9 +278,7 @@ def _key(image_id: Any, sentence_id: Any) -> SentenceKey:
 def collect_dataset_phrases(metas: Iterable[dict]) -> dict[SentenceKey, list[Tensor]]:
     """Batch meta dicts (see :meth:`GroundingEvaluator.update`) -> {(image_id, sentence_id):
     [per phrase (M, 4) xyxy GT boxes, in sentence order]}, the input of :func:`score_prediction_file`."""
-    return {
-        _key(m["image_id"], m["sentence_id"]): [_as_boxes(p["gt_boxes_xyxy"]) for p in m["phrases"]] for m in metas
-    }
+    return {_key(m["image_id"], m["sentence_id"]): [_as_boxes(p["gt_boxes_xyxy"]) for p in m["phrases"]] for m in metas}
 
 
 def load_predictions(path: str) -> list[dict]:
