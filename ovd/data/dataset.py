@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..boxes import pixel_xyxy_to_normalized_cxcywh
 from .errors import DataError
 from .images import image_size, load_image
 from .records import BoxAnnotation, GroundingRecord, Phrase, Span
-from ..boxes import pixel_xyxy_to_normalized_cxcywh
 
 log = logging.getLogger(__name__)
 

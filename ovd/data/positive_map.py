@@ -7,7 +7,7 @@ special and padding tokens have (0, 0) and so never match a span.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -1,0 +1,90 @@
+"""``GroundingDataModule``: readers + dataset + collator behind Lightning's interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning
+import torch
+from torch.utils.data import DataLoader
+
+from .collate import GroundingCollator
+from .dataset import GroundingDataset
+from .readers import FORMATS, load_records
+
+
+class GroundingDataModule(lightning.LightningDataModule):
+    """Train/val/test loaders over one data root (``format``: "flickr30k" or "mdetr").
+
+    Any other split of the root (e.g. "novel") is available through ``dataloader_for``.
+    ``limit`` keeps the first ``limit`` records of each split (quick runs). The train
+    loader shuffles with a generator seeded by ``seed``, so runs are repeatable.
+    Batches are described in ``GroundingCollator``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        tokenizer,
+        format: str = "flickr30k",
+        max_tokens: int = 64,
+        image_size: int = 224,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "test",
+        limit: int | None = None,
+        seed: int = 0,
+        image_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        if format not in FORMATS:
+            raise ValueError(f"format={format!r}; choose one of {list(FORMATS)}")
+        if persistent_workers and num_workers == 0:
+            raise ValueError("persistent_workers=True needs num_workers > 0")
+        self.root, self.format, self.image_dir = Path(root), format, image_dir
+        self.image_size, self.batch_size = image_size, batch_size
+        self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.limit, self.seed = limit, seed
+        self.collator = GroundingCollator(tokenizer, max_tokens)
+        self.datasets: dict[str, GroundingDataset] = {}
+
+    def dataset(self, split: str) -> GroundingDataset:
+        """The dataset of a split by its name in the root (built once, then cached)."""
+        if split not in self.datasets:
+            records = load_records(self.root, self.format, split, image_dir=self.image_dir)
+            if self.limit is not None:
+                records = records[: self.limit]
+            self.datasets[split] = GroundingDataset(records, image_size=self.image_size, split=split)
+        return self.datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
+        for role in wanted:
+            self.dataset(self.splits[role])
+
+    def dataloader_for(self, split: str, shuffle: bool = False) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            collate_fn=self.collator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.dataloader_for(self.splits["train"], shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.dataloader_for(self.splits["val"])
+
+    def test_dataloader(self) -> DataLoader:
+        return self.dataloader_for(self.splits["test"])
