@@ -68,11 +68,13 @@ def cmd_train(args) -> int:
         logger=TensorBoardLogger(str(out), name="tb"), default_root_dir=str(out), log_every_n_steps=10,
         num_sanity_val_steps=0,
     )
-    trainer.fit(module, datamodule=dm, ckpt_path=args.resume)
+    trainer.fit(module, datamodule=dm, ckpt_path=args.resume, weights_only=True)
     best = callbacks[0].best_model_path or callbacks[0].last_model_path
     summary = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     if trainer.is_global_zero:
-        print(json.dumps({"checkpoint": best, "last": callbacks[0].last_model_path, "metrics": summary}, indent=2))
+        record = {"checkpoint": best, "last": callbacks[0].last_model_path, "metrics": summary}
+        (out / "summary.json").write_text(json.dumps(record, indent=2))
+        print(json.dumps(record, indent=2))
     return 0
 
 
@@ -87,10 +89,10 @@ def cmd_eval(args) -> int:
         from .data.dataset import GroundingDataset
         from .data.readers import load_records
 
-        dataset = GroundingDataset(load_records(args.data_root, args.format, args.split), image_size=32,
-                                   split=args.split)
-        phrases = dataset.phrase_boxes() if hasattr(dataset, "phrase_boxes") else None
-        result = score_prediction_file(load_predictions(args.predictions), phrases if phrases is not None else dataset)
+        dataset = GroundingDataset(load_records(args.data_root, args.format, args.split), split=args.split)
+        phrases = {(str(s.record.image_id), int(s.record.sentence_id)): [p["gt_boxes_xyxy"] for p in s.phrases]
+                   for s in dataset.samples}
+        result = score_prediction_file(load_predictions(args.predictions), phrases)
         print(json.dumps(result, indent=2))
         return 0
     if not args.checkpoint:

@@ -68,12 +68,11 @@ class GroundingDataModule(lightning.LightningDataModule):
             self.dataset(self.splits[role])
 
     def dataloader_for(self, split: str, shuffle: bool = False) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        dataset = self.dataset(split)
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=EpochSeededSampler(len(dataset), self.seed) if shuffle else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
@@ -88,3 +87,23 @@ class GroundingDataModule(lightning.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.dataloader_for(self.splits["test"])
+
+
+class EpochSeededSampler(torch.utils.data.Sampler):
+    """Shuffles with a permutation seeded by (seed, epoch). Lightning calls ``set_epoch`` on
+    samplers that have it, so a run resumed at an epoch boundary sees exactly the order the
+    uninterrupted run would have seen (a once-seeded generator would restart at epoch 0's order)."""
+
+    def __init__(self, num_samples: int, seed: int = 0) -> None:
+        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+

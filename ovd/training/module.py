@@ -118,6 +118,20 @@ class DetectorModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
 
+    # -- exact resume -------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Swin's stochastic depth draws from torch's RNG; Lightning does not restore it on resume,
+        # so without this a resumed run diverges from the uninterrupted one.
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"].cpu())
+        if "cuda_rng_state" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng_state"])
+
     # -- evaluation outside the Lightning loops (time-budgeted runs) --------------------
     @torch.no_grad()
     def evaluate(self, dataloader) -> dict[str, float]:
