@@ -12,9 +12,10 @@ import copy
 import dataclasses
 import json
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 ATTENTION_CHOICES = ("mha", "mha-fast", "sdpa")
 MLP_CHOICES = ("sequential", "torchvision")
@@ -203,7 +204,7 @@ class DetectorConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DetectorConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> DetectorConfig:
         return _from_dict(cls, data, "config")
 
     def to_json(self) -> str:
@@ -219,7 +220,7 @@ class DetectorConfig:
             path.write_text(self.to_json())
 
     @classmethod
-    def load(cls, path: str | Path) -> "DetectorConfig":
+    def load(cls, path: str | Path) -> DetectorConfig:
         path = Path(path)
         text = path.read_text()
         if path.suffix in (".yaml", ".yml"):

@@ -1,0 +1,23 @@
+"""One module per measurement. Each exposes ``measure(spec) -> Result`` (a dataclass with ``rows()``);
+none prints. ``MEASUREMENTS`` maps the names the runner uses to those functions."""
+
+from __future__ import annotations
+
+import importlib
+
+#: measurement name -> (module, function). Add a measurement (issue 5: peers, roofline, scaling) here.
+MEASUREMENTS = {
+    "params": ("bench.measure.params", "measure"),
+    "flops": ("bench.measure.flops", "measure"),
+    "memory_train": ("bench.measure.memory", "measure_train"),
+    "memory_infer": ("bench.measure.memory", "measure_infer"),
+    "speed": ("bench.measure.speed", "measure"),
+    "accuracy": ("bench.measure.accuracy", "measure"),
+}
+
+
+def get_measurement(name: str):
+    if name not in MEASUREMENTS:
+        raise ValueError(f"unknown measurement {name!r}; choose one of {sorted(MEASUREMENTS)}")
+    module, func = MEASUREMENTS[name]
+    return getattr(importlib.import_module(module), func)
