@@ -65,6 +65,9 @@ class ImageEncoderConfig:
 class TextEncoderConfig:
     # Hugging Face hub name, a local folder, or BUNDLED_TEXT_ENCODER (offline default).
     name_or_path: str = BUNDLED_TEXT_ENCODER
+    # Load the pretrained weights; False builds the architecture from its config.json with random
+    # weights (speed/memory runs on machines that carry only the config and tokenizer files).
+    pretrained: bool = True
     # Freeze the text encoder weights (the projection to out_dim always trains).
     frozen: bool = True
     # Prompts are truncated to this many tokens (special tokens included), with a warning.

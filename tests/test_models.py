@@ -194,3 +194,19 @@ def test_learned_queries_switch():
     out = model(torch.randn(1, 3, 96, 96), enc["input_ids"], enc["attention_mask"])
     assert "enc_outputs" not in out and out["pred_boxes"].shape == (1, 20, 4)
     assert math.isfinite(out["pred_logits"].sum().item())
+
+
+def test_text_encoder_from_config_only_folder(tmp_path):
+    """A folder with config and tokenizer but no weights builds with text.pretrained=false
+    (speed runs on machines that carry no weights) and fails clearly otherwise."""
+    import shutil
+
+    from ovd.models.text_encoder import resolve_text_encoder_path
+
+    src = resolve_text_encoder_path(ovd.config.BUNDLED_TEXT_ENCODER)
+    for f in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(f"{src}/{f}", tmp_path / f)
+    model = ovd.create_model("optimized-tiny", {"text.name_or_path": str(tmp_path), "text.pretrained": False})
+    assert sum(p.numel() for p in model.text_encoder.model.parameters()) == 22_713_216
+    with pytest.raises(RuntimeError, match="text.name_or_path"):
+        ovd.create_model("optimized-tiny", {"text.name_or_path": str(tmp_path)})

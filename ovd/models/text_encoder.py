@@ -66,17 +66,23 @@ def _hub_offline() -> bool:
 class TextEncoder(nn.Module):
     """input_ids/attention_mask (B, T) -> tokens (B, T, D) projected to out_dim, plus the mask."""
 
-    def __init__(self, name_or_path: str, out_dim: int, frozen: bool = True) -> None:
+    def __init__(self, name_or_path: str, out_dim: int, frozen: bool = True, pretrained: bool = True) -> None:
         super().__init__()
-        from transformers import AutoModel
+        from transformers import AutoConfig, AutoModel
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a weight-loading bar per model build is noise in logs
 
         path = resolve_text_encoder_path(name_or_path)
+        local_only = _is_local(path) or _hub_offline()
         try:
-            self.model = AutoModel.from_pretrained(path, trust_remote_code=False,
-                                                   local_files_only=_is_local(path) or _hub_offline())
+            if pretrained:
+                self.model = AutoModel.from_pretrained(path, trust_remote_code=False, local_files_only=local_only)
+            else:
+                log.warning("text encoder %s built with RANDOM weights (text.pretrained=false): fine for "
+                            "speed and memory, meaningless for accuracy", name_or_path)
+                config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=local_only)
+                self.model = AutoModel.from_config(config)
         except OSError as err:
             raise _offline_hint(name_or_path, err) from err
         self.frozen = frozen
