@@ -184,3 +184,23 @@ def test_ddp_two_cpu_processes(small_root, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert "val/mAP50" in summary["metrics"]
+
+
+def test_ctrl_c_saves_a_checkpoint(small_root, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "ovd.cli", "train", "--preset", "optimized-tiny", "--data-root", str(small_root),
+           "--max-steps", "100000", "--batch-size", "2", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("tb/*/events.out.tfevents*")):
+        time.sleep(0.5)
+    time.sleep(3)  # a few training steps
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    ckpt = out / "checkpoints" / "interrupted.ckpt"
+    assert ckpt.exists(), err[-2000:]
+    module = load_checkpoint(ckpt)
+    assert module.config.name == "optimized-tiny"
