@@ -27,6 +27,7 @@ def small_root(tmp_path_factory):
 
 
 def _trainer(max_steps, **kw):
+    kw.setdefault("enable_checkpointing", "callbacks" in kw)  # no stray checkpoints/ in the cwd
     return L.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_progress_bar=False,
                      enable_model_summary=False, num_sanity_val_steps=0, **kw)
 

@@ -1,0 +1,206 @@
+"""Shared set-up for measurements: thread pools, device, precision, a fixed synthetic batch, and
+the training step. Nothing here prints; nothing here decides what is reported."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+#: Fixed prompt for every speed/memory/FLOP measurement; its three phrases get one box each.
+CAPTION = "a red circle left of a blue square above a green triangle"
+PHRASES = ("red circle", "blue square", "green triangle")
+
+
+def limit_thread_pools(threads: int | None) -> dict:
+    """Pin torch intra-op threads to ``threads`` and every BLAS/OpenMP pool that threadpoolctl
+    sees to 1 (scipy's OpenBLAS must not fight torch's OpenMP, DESIGN.md). Returns what was set."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    info: dict[str, Any] = {"torch_threads": torch.get_num_threads(),
+                            "torch_interop_threads": torch.get_num_interop_threads()}
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+
+        threadpool_limits(limits=1, user_api="blas")
+        info["threadpools"] = [
+            {"api": p.get("user_api"), "lib": p.get("internal_api"), "threads": p.get("num_threads")}
+            for p in threadpool_info()
+        ]
+    except Exception as err:  # threadpoolctl is optional at run time
+        info["threadpools_error"] = repr(err)
+    for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        info[key] = os.environ.get(key)
+    return info
+
+
+def resolve_device(name: str | None = None):
+    import torch
+
+    if name in (None, "auto"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def synchronize(device) -> None:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def now(device) -> float:
+    """Wall clock in seconds after synchronizing the device (so queued kernels are counted)."""
+    synchronize(device)
+    return time.perf_counter()
+
+
+def resolve_precision(precision: str, device) -> str:
+    """Config precision -> what actually runs: "fp32", "fp16" or "bf16".
+
+    ``auto`` means fp16 autocast + GradScaler on CUDA and fp32 on the CPU (the seed's behaviour)."""
+    dev = getattr(device, "type", str(device))
+    if precision == "auto":
+        return "fp16" if dev == "cuda" else "fp32"
+    return {"32-true": "fp32", "16-mixed": "fp16", "bf16-mixed": "bf16"}[precision]
+
+
+def autocast(precision: str, device):
+    """Context manager for a resolved precision ("fp32" is a no-op)."""
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def build_config(preset: str, overrides: dict | None, device=None):
+    """Variant -> validated DetectorConfig; the ``amp`` sentinel precision becomes bf16 on CPU, fp16 on CUDA."""
+    import ovd
+
+    overrides = dict(overrides or {})
+    if overrides.get("train.precision") == "amp":
+        dev = getattr(device, "type", str(device or "cpu"))
+        overrides["train.precision"] = "16-mixed" if dev == "cuda" else "bf16-mixed"
+    return ovd.get_config(preset, overrides)
+
+
+@dataclass
+class Batch:
+    """A fixed synthetic batch. images (B, 3, S, S) normalized; input_ids/attention_mask (B, T);
+    targets: B dicts with boxes (3, 4) normalized cxcywh and positive_map (3, T) float binary;
+    raw_images (B, 3, S, S) in [0, 1] for ``model.predict``."""
+
+    images: Any
+    input_ids: Any
+    attention_mask: Any
+    targets: list
+    raw_images: Any
+    captions: list
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[0])
+
+
+def make_batch(model, batch_size: int, device, seed: int = 0) -> Batch:
+    import torch
+
+    from ovd.models.detector import IMAGENET_MEAN, IMAGENET_STD
+
+    g = torch.Generator().manual_seed(seed)
+    s = model.config.image.image_size
+    raw = torch.rand(batch_size, 3, s, s, generator=g)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    images = (raw - mean) / std
+    captions = [CAPTION] * batch_size
+    enc = model.tokenize(captions)
+    T = enc["input_ids"].shape[1]
+    offsets = enc["offset_mapping"][0]
+    pos = torch.zeros(len(PHRASES), T)
+    for i, phrase in enumerate(PHRASES):
+        start = CAPTION.index(phrase)
+        end = start + len(phrase)
+        pos[i] = ((offsets[:, 0] < end) & (offsets[:, 1] > start)).float()
+    targets = []
+    for _ in range(batch_size):
+        cxcy = torch.rand(len(PHRASES), 2, generator=g) * 0.6 + 0.2
+        wh = torch.rand(len(PHRASES), 2, generator=g) * 0.2 + 0.1
+        targets.append({"boxes": torch.cat([cxcy, wh], 1).to(device), "positive_map": pos.clone().to(device)})
+    return Batch(images.to(device), enc["input_ids"].to(device), enc["attention_mask"].to(device), targets,
+                 raw.to(device), captions)
+
+
+def build_model(preset: str, overrides: dict | None, device, seed: int = 0):
+    import torch
+
+    import ovd
+
+    torch.manual_seed(seed)
+    config = build_config(preset, overrides, device)
+    return ovd.create_model(config).to(device)
+
+
+def make_train_step(model, batch: Batch, device) -> Callable[[], float]:
+    """A full training step as the trainer does it: forward, loss with Hungarian matching, backward,
+    gradient clipping, AdamW step, at the config's precision. Returns a closure -> loss value."""
+    import torch
+
+    from ovd.training.losses import build_criterion
+
+    cfg = model.config
+    precision = resolve_precision(cfg.train.precision, device)
+    criterion = build_criterion(cfg.loss)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.train.lr, betas=tuple(cfg.train.betas), eps=cfg.train.eps,
+                            weight_decay=cfg.train.weight_decay)
+    scaler = torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
+    model.train()
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        with autocast(precision, device):
+            out = model(batch.images, batch.input_ids, batch.attention_mask)
+        loss = criterion(out, batch.targets)["total_loss"]
+        scaler.scale(loss).backward()
+        if cfg.train.grad_clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        return float(loss.detach())
+
+    return step
+
+
+def make_forward(model, batch: Batch, device) -> Callable[[], Any]:
+    """Inference forward (eval mode, inference_mode, config precision) on pre-tokenized inputs."""
+    import torch
+
+    precision = resolve_precision(model.config.train.precision, device)
+    model.eval()
+
+    def forward():
+        with torch.inference_mode(), autocast(precision, device):
+            return model(batch.images, batch.input_ids, batch.attention_mask)
+
+    return forward
+
+
+def make_predict(model, batch: Batch, device, threshold: float = 0.3) -> Callable[[], Any]:
+    """The user-facing API: preprocess + tokenize + forward + post-processing (``model.predict``)."""
+    precision = resolve_precision(model.config.train.precision, device)
+    model.eval()
+
+    def predict():
+        with autocast(precision, device):
+            return model.predict(batch.raw_images, batch.captions, threshold=threshold)
+
+    return predict

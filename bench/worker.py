@@ -1,0 +1,66 @@
+"""``python -m bench.worker SPEC.json OUT.json``: run measurements in this fresh process.
+
+SPEC: {"measurements": [names], "variant": {...}, "params": {...}, "threads": int, "device": str}.
+OUT: {"status": "ok"|"error", "outcomes": {measurement: {"status", "rows", "result", "error"}},
+"environment": {...}, "seconds": float}. Writes OUT atomically; never prints results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+
+def run(spec: dict) -> dict:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from bench.common import limit_thread_pools
+
+    threads_info = limit_thread_pools(spec.get("threads"))
+    from bench.measure import get_measurement
+
+    variant = spec["variant"]
+    params = dict(spec.get("params", {}))
+    outcomes = {}
+    for name in spec["measurements"]:
+        t0 = time.perf_counter()
+        try:
+            m = get_measurement(name)
+            mspec = {"preset": variant["preset"], "overrides": variant.get("overrides", {}),
+                     "device": spec.get("device"), **params.get(name, {})}
+            result = m(mspec)
+            outcomes[name] = {"status": "ok", "rows": result.rows(),
+                              "result": asdict(result) if is_dataclass(result) else result}
+        except Exception as err:  # noqa: BLE001  (recorded, the suite goes on)
+            oom = "out of memory" in str(err).lower()
+            outcomes[name] = {"status": "error", "rows": [],
+                              "error": ("OOM: " if oom else "") + f"{type(err).__name__}: {err}",
+                              "traceback": traceback.format_exc()[-4000:]}
+        outcomes[name]["seconds"] = time.perf_counter() - t0
+    from bench.env import capture
+
+    env = capture(command=None, threads=threads_info.get("torch_threads"))
+    env["thread_pools"] = threads_info
+    status = "ok" if all(o["status"] == "ok" for o in outcomes.values()) else "error"
+    return {"status": status, "outcomes": outcomes, "environment": env}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec_path, out_path = Path(argv[0]), Path(argv[1])
+    spec = json.loads(spec_path.read_text())
+    t0 = time.perf_counter()
+    out = run(spec)
+    out["seconds"] = time.perf_counter() - t0
+    from bench.results import _json_default, atomic_write
+
+    atomic_write(out_path, json.dumps(out, default=_json_default))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

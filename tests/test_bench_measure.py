@@ -1,0 +1,85 @@
+"""Measurements on the tiny presets: parameter counts, FLOPs with SDPA attention counted, memory in a
+fresh process, and the accuracy measurement against a monkeypatched trainer."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bench.measure.flops import count_flops
+from bench.measure.params import params_of_model
+from ovd.models.layers import CrossAttention
+
+
+def test_params_per_component(tiny_model):
+    r = params_of_model(tiny_model)
+    assert r.total == sum(p.numel() for p in tiny_model.parameters())
+    assert r.total == sum(c["total"] for c in r.components.values())
+    assert r.components["text_encoder"]["trainable"] < r.components["text_encoder"]["total"]  # frozen
+    assert 0 < r.image_backbone < r.components["image_encoder"]["total"]
+    assert {x["metric"] for x in r.rows()} >= {"params/total", "params/trainable", "params/image_backbone"}
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_flop_counter_counts_sdpa_attention(train):
+    torch.manual_seed(0)
+    q, kv = torch.randn(2, 64, 64), torch.randn(2, 32, 64)
+    mask = torch.zeros(2, 32, dtype=torch.bool)
+    mask[:, -4:] = True
+    flops = {}
+    for impl in ("mha", "mha-fast", "sdpa"):
+        attn = CrossAttention(64, 4, impl).train(train)
+
+        def fn(attn=attn):
+            with torch.set_grad_enabled(train):
+                out = attn(q.requires_grad_(train), kv, kv, key_padding_mask=mask)
+                if train:
+                    out.sum().backward()
+
+        flops[impl], _, by_op, uncounted = count_flops(fn)
+        assert not uncounted, uncounted
+    # The attention itself (2 * 2*B*h*Nq*Nk*d) must be in the SDPA arms' counts, not missing.
+    # Backward: the fused SDPA kernel recomputes Q K^T (torch's formula counts it), so allow a bit more.
+    rel = 0.06 if train else 0.03
+    assert flops["sdpa"] == pytest.approx(flops["mha"], rel=rel)
+    assert flops["mha-fast"] == pytest.approx(flops["mha"], rel=rel)
+    assert flops["sdpa"] > 0.9 * flops["mha"]  # without the registered formula the attention would be missing
+
+
+def test_memory_measurement_in_a_subprocess():
+    code = ("import json; from bench.measure.memory import measure_infer; "
+            "r = measure_infer({'preset': 'optimized-tiny', 'batch_size': 2}); "
+            "print(json.dumps([r.total_mib, r.step_mib, r.method]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+
+    total, step, method = json.loads(out.stdout.strip().splitlines()[-1])
+    assert total > 0 and step > 0
+    assert method in ("cpu-rss", "cuda-allocator")
+
+
+def test_accuracy_measurement_uses_the_trainer(monkeypatch):
+    import types
+
+    calls = {}
+
+    def fake_train_and_evaluate(config, data_root=None, max_time_s=600, eval_every_s=60, seed=0, target_map50=None,
+                                splits=("val", "novel"), progress=True):
+        calls["budget"] = max_time_s
+        return {"curve": [{"seconds": 5.0, "step": 3, "samples": 24, "val/mAP50": 0.4}],
+                "final": {"val/mAP50": 0.41, "val/mAP": 0.2, "val/R@1": 0.5, "novel/mAP50": 0.1},
+                "time_to_target_s": 5.0, "train_seconds": 9.0, "steps": 7}
+
+    fake = types.ModuleType("ovd.training.run")
+    fake.train_and_evaluate = fake_train_and_evaluate
+    monkeypatch.setitem(sys.modules, "ovd.training.run", fake)
+    from bench.measure.accuracy import measure
+
+    r = measure({"preset": "optimized-tiny", "budget_s": 9, "target_map50": 0.3})
+    rows = {x["metric"]: x for x in r.rows()}
+    assert calls["budget"] == 9
+    assert rows["accuracy/val/mAP50"]["value"] == 0.41
+    assert rows["accuracy/time_to_target_s"]["value"] == 5.0
