@@ -1,0 +1,34 @@
+"""The accuracy section of REPORT.md is built from results rows only."""
+
+from bench.report_accuracy import accuracy_section, curve_table, final_table
+from bench.results import Results, Row
+
+
+def _results(reached: bool) -> Results:
+    curve = [{"seconds": 60.0, "step": 10, "samples": 160, "val/mAP50": 0.4, "val/R@1": 0.5},
+             {"seconds": 120.0, "step": 20, "samples": 320, "val/mAP50": 0.85, "val/R@1": 0.8}]
+    extra = {"budget_s": 120, "target_map50": 0.8, "steps": 20, "train_seconds": 120.0, "curve": curve}
+    rows = [Row("opt", "accuracy/val/mAP50", 0.85, "fraction", extra=extra),
+            Row("opt", "accuracy/novel/R@1", 0.7, "fraction", extra=extra),
+            Row("opt", "accuracy/time_to_target_s", 120.0 if reached else None, "s", extra=extra,
+                status="ok" if reached else "not-measured")]
+    return Results(rows=rows, variants={"opt": {}, "other": {}})
+
+
+def test_final_and_curve_tables():
+    res = _results(reached=True)
+    (final,) = final_table(res)
+    assert final["variant"] == "opt" and final["val mAP50"] == "0.850" and final["novel R@1"] == "0.700"
+    assert final["val R@1"] == "-"  # not measured is shown as such, never as a number
+    assert final["time to val mAP50 >= 0.8"] == "120 s"
+    assert [r["training minutes"] for r in curve_table(res)] == [1.0, 2.0]
+    assert curve_table(res)[1]["opt mAP50 / R@1"] == "0.850 / 0.800"
+    assert final_table(_results(reached=False))[0]["time to val mAP50 >= 0.8"] == "not reached"
+
+
+def test_section_writes_the_curve_plot(tmp_path):
+    parts = accuracy_section(_results(True), tmp_path)
+    text = "".join(parts)
+    assert "## Accuracy after a time-budgeted training run" in text and "accuracy_curve.png" in text
+    assert (tmp_path / "accuracy_curve.png").stat().st_size > 1000
+    assert accuracy_section(Results(rows=[], variants={}), tmp_path) == []
