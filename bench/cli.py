@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -21,7 +22,7 @@ def _report_dir(kind: str, profile: str, default_profile: str) -> Path:
 
 def cmd_run(args) -> int:
     from .env import capture, machine_kind
-    from .profiles import default_profile_name, get_profile, restrict, with_overrides
+    from .profiles import default_profile_name, get_profile, parse_extras, restrict, with_overrides
     from .report import render
     from .runner import log, run_profile
 
@@ -30,7 +31,28 @@ def cmd_run(args) -> int:
     profile = get_profile(name)
     if args.variants:
         profile = restrict(profile, [v.strip() for v in args.variants.split(",") if v.strip()])
-    profile = with_overrides(profile, repeats=args.repeats, accuracy_budget_s=args.accuracy_budget)
+    try:
+        extras = parse_extras(args.extras)
+    except ValueError as err:
+        print(f"ovd-bench run: {err}", file=sys.stderr)
+        return 2
+    profile = with_overrides(profile, repeats=args.repeats, accuracy_budget_s=args.accuracy_budget, extras=extras)
+    if args.no_accuracy:
+        import dataclasses
+
+        profile = dataclasses.replace(profile, accuracy_variants=())
+    from ovd.config import parse_override
+
+    if args.set:
+        from .common import GLOBAL_OVERRIDES_ENV
+
+        overrides = dict(parse_override(item) for item in args.set)
+        os.environ[GLOBAL_OVERRIDES_ENV] = json.dumps(overrides)  # inherited by every worker process
+    if args.extras_only:
+        import dataclasses
+
+        profile = dataclasses.replace(profile, static_variants=(), memory_variants=(), speed_variants=(),
+                                      accuracy_variants=(), memory_preset_batch=())
     kind = args.machine_kind or machine_kind(args.device if args.device != "auto" else None)
     threads = args.threads or profile.threads or os.cpu_count() or 1
     report_dir = _report_dir(kind, name, default)
@@ -38,7 +60,10 @@ def cmd_run(args) -> int:
     command = "ovd-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     env = capture(command, threads)
     env["machine_kind"] = kind
-    log(f"profile {name}: {len(profile.names())} variants, {profile.repeats} repeats, {threads} threads -> {out}")
+    if args.set:
+        env["global_overrides"] = dict(parse_override(item) for item in args.set)
+    log(f"profile {name}: {len(profile.names())} variants, {profile.repeats} repeats, {threads} threads, extras "
+        f"{','.join(profile.extras) or 'none'} -> {out}")
     results = run_profile(profile, out, threads, args.device, resume=args.resume, command=command, environment=env)
     report = render(results, out)
     log(f"report: {report}")
@@ -96,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ovd-bench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="measure the variants of a profile and write results + REPORT.md")
-    r.add_argument("--profile", choices=["quick", "default", "full"], help="default: 'default' on CPU, 'full' on CUDA")
+    r.add_argument("--profile", choices=["quick", "default", "accuracy", "full"], help="default: 'default' on CPU, 'full' on CUDA")
     r.add_argument("--out", help="output folder (default reports/<machine-kind>/[<profile>])")
     r.add_argument("--resume", help="folder with a results.json whose finished tasks are kept")
     r.add_argument("--variants", help="comma-separated variant names (restricts the profile)")
@@ -106,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, help="torch threads per measurement (default: the profile's, else all cores)")
     r.add_argument("--accuracy-budget", type=float, help="training seconds per accuracy run")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="config override for every variant, e.g. text.pretrained=false (recorded in the results)")
+    r.add_argument("--no-accuracy", action="store_true", help="skip the training (accuracy) runs")
+    r.add_argument("--extras", help="issue-5 extras to run: a comma list of peers, roofline, scaling, arms; "
+                   "'all' or 'none' (default: the profile's; quick has none)")
+    r.add_argument("--extras-only", action="store_true",
+                   help="run only the extras (no params/FLOPs/memory/speed/accuracy of the variants)")
     r.set_defaults(func=cmd_run)
     rp = sub.add_parser("report", help="render REPORT.md and plots from a results.json")
     rp.add_argument("results")

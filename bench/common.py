@@ -4,6 +4,7 @@ the training step. Nothing here prints; nothing here decides what is reported.""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Callable
@@ -80,11 +81,17 @@ def autocast(precision: str, device):
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
+#: Environment variable carrying `ovd-bench run --set` overrides (JSON) to the worker processes.
+GLOBAL_OVERRIDES_ENV = "OVD_BENCH_SET"
+
+
 def build_config(preset: str, overrides: dict | None, device=None):
     """Variant -> validated DetectorConfig; the ``amp`` sentinel precision becomes bf16 on CPU, fp16 on CUDA."""
     import ovd
 
     overrides = dict(overrides or {})
+    # `ovd-bench run --set KEY=VALUE` applies to every variant; the runner passes it to the workers.
+    overrides.update(json.loads(os.environ.get(GLOBAL_OVERRIDES_ENV, "{}")))
     if overrides.get("train.precision") == "amp":
         dev = getattr(device, "type", str(device or "cpu"))
         overrides["train.precision"] = "16-mixed" if dev == "cuda" else "bf16-mixed"

@@ -23,18 +23,45 @@ class Profile:
     memory_preset_batch: tuple = ()  # also measure training memory at the preset's own batch for these
     accuracy_budget_s: float = 0.0
     accuracy_target_map50: float | None = None
+    accuracy_eval_every_s: float = 60.0  # training seconds between evaluations on the val split (the curve)
     timeout_s: float = 900.0  # per measurement process
     pair: tuple = ("baseline", "optimized")  # the before/after pair of the seed table
     # torch threads per measurement process (None: all cores). quick uses 1: on a shared 2-core machine,
     # 2 OpenMP threads next to another busy process slowed steps 10-70x and made the gate flaky.
     threads: int | None = None
+    # -- issue 5 extras (each selectable with `ovd-bench run --extras a,b`) ---------------------
+    extras: tuple = ()  # subset of EXTRAS
+    extras_variant: str = "optimized"  # the model the scaling curves and the arms run on
+    peers: tuple = ("peer:grounding-dino-t", "peer:owlvit-b32")
+    peer_image_size: int = 224  # matched input (pixels per side); peers get our prompt's token count
+    peer_repeats: int = 3  # speed processes per peer (interleaved with the variants' speed rounds)
+    roofline_repeats: int = 3  # matmul-peak processes, one per speed round
+    roofline_sizes: tuple = ()  # () = the device's default sizes (bench.measure.roofline)
+    scaling_axes: tuple = ()  # ((axis, (values...)), ...), axes from bench.measure.scaling.AXES
+    scaling_batch: int = 1  # batch size of the points of the non-batch axes
+    scaling_repeats: int = 1  # processes per point
+    scaling_warmup: int = 1
+    scaling_iters: int = 2
+    arms: tuple = ()  # arm names (bench.measure.arms.ARMS); the fp32 eager reference is always timed
+    arm_batch: int = 8
+    arm_repeats: int = 2  # processes for the arms that share one
+    arm_isolated_repeats: int = 1  # processes per isolated arm (torch.compile, ONNX: slow set-up)
+    arm_rounds: int = 2  # interleaved rounds per process
+    arm_iters: int = 1  # timed calls per arm per round
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def names(self) -> list[str]:
         seen: list[str] = []
-        for group in (self.static_variants, self.memory_variants, self.speed_variants, self.accuracy_variants):
+        groups = [self.static_variants, self.memory_variants, self.speed_variants, self.accuracy_variants]
+        if "scaling" in self.extras or "arms" in self.extras:
+            groups.append((self.extras_variant,))
+        if "peers" in self.extras:
+            groups.append(self.peers)
+        if "roofline" in self.extras:
+            groups.append(("machine",))
+        for group in groups:
             for v in group:
                 if v not in seen:
                     seen.append(v)
@@ -44,6 +71,37 @@ class Profile:
 def _speed_ladder(root: str, opt: str) -> tuple:
     names = [root, opt] + [v.name for v in ladder_of(root) + leave_one_out_of(opt) if not v.accuracy_only]
     return tuple(names)
+
+
+#: The issue-5 extras, in the order `--extras all` runs them.
+EXTRAS = ("peers", "roofline", "scaling", "arms")
+
+#: Arms sharing one process (interleaved, paired with the fp32 eager reference) and isolated ones.
+_CPU_ARMS = ("inference-mode", "channels-last", "bf16-autocast", "int8-dynamic", "text-cache",
+             "inference-mode+text-cache", "int8+text-cache", "bf16+text-cache", "compile", "onnx-ort")
+_ALL_ARMS = _CPU_ARMS + ("fp16-autocast", "fp16+text-cache")  # fp16 arms run on CUDA only (skipped on CPU)
+
+_FULL_SCALING = (("batch", (1, 2, 4, 8, 16, 32)), ("image_size", (224, 256, 320, 384, 448, 512)),
+                 ("prompt_tokens", (8, 16, 32, 64, 128, 256)), ("num_queries", (10, 20, 50, 100, 200)))
+# CPU default: few points, the largest ones bounded so the whole run stays under ~15 minutes.
+_LIGHT_SCALING = (("batch", (1, 4, 16)), ("image_size", (224, 384, 512)),
+                  ("prompt_tokens", (8, 64, 256)), ("num_queries", (20, 100, 200)))
+
+
+def parse_extras(text: str | None) -> tuple | None:
+    """``--extras`` value -> tuple of extras: "all", "none"/"", or a comma list of EXTRAS; None -> None."""
+    if text is None:
+        return None
+    text = text.strip().lower()
+    if text in ("none", ""):
+        return ()
+    if text == "all":
+        return EXTRAS
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    unknown = [x for x in names if x not in EXTRAS]
+    if unknown:
+        raise ValueError(f"unknown extras {unknown}; choose from {list(EXTRAS)}, 'all' or 'none'")
+    return names
 
 
 def _accuracy_arms(root: str, opt: str) -> tuple:
@@ -69,6 +127,17 @@ PROFILES: dict[str, Profile] = {
         repeats=5, warmup=1, iters=2, train_batch=4, infer_batch=4,
         accuracy_budget_s=120, accuracy_target_map50=0.3, timeout_s=600,
         pair=("baseline", "optimized"),
+        extras=EXTRAS, peer_repeats=2, roofline_repeats=3, scaling_axes=_LIGHT_SCALING, scaling_batch=1,
+        scaling_repeats=1, scaling_warmup=1, scaling_iters=2, arms=_CPU_ARMS, arm_batch=8, arm_repeats=2,
+        arm_isolated_repeats=1, arm_rounds=2, arm_iters=1,
+    ),
+    "accuracy": Profile(
+        "accuracy", "CPU: the accuracy bar of the tiny pair: 10 minutes of training each on the built-in "
+        "synthetic set, val curve every minute, seen (val) and novel splits (about 25 min on 2 CPU cores)",
+        static_variants=("baseline-tiny", "optimized-tiny"),
+        accuracy_variants=("baseline-tiny", "optimized-tiny"),
+        repeats=0, accuracy_budget_s=600, accuracy_target_map50=0.8, accuracy_eval_every_s=60, timeout_s=1800,
+        pair=("baseline-tiny", "optimized-tiny"),
     ),
     "full": Profile(
         "full", "GPU: everything at full size (ladder, leave-one-out, AMP fp16 and bf16), accuracy arms",
@@ -80,6 +149,9 @@ PROFILES: dict[str, Profile] = {
         repeats=5, warmup=3, iters=10, train_batch=8, infer_batch=8,
         accuracy_budget_s=1800, accuracy_target_map50=0.5, timeout_s=3600,
         pair=("baseline", "optimized"),
+        extras=EXTRAS, peer_repeats=5, roofline_repeats=5, scaling_axes=_FULL_SCALING, scaling_batch=8,
+        scaling_repeats=3, scaling_warmup=3, scaling_iters=10, arms=_ALL_ARMS, arm_batch=8, arm_repeats=5,
+        arm_isolated_repeats=3, arm_rounds=3, arm_iters=5,
     ),
 }
 
@@ -120,4 +192,5 @@ def with_overrides(profile: Profile, **kw) -> Profile:
     return dataclasses.replace(profile, **{k: v for k, v in kw.items() if v is not None})
 
 
-__all__ = ["Profile", "PROFILES", "get_profile", "restrict", "default_profile_name", "with_overrides", "field"]
+__all__ = ["Profile", "PROFILES", "EXTRAS", "get_profile", "parse_extras", "restrict", "default_profile_name",
+           "with_overrides", "field"]

@@ -77,7 +77,9 @@ def seed_table(res: Results) -> list[dict]:
         a, b = _row(res, after, metric), _row(res, before, metric)
         rec = {"Row": name, "Unit": unit, "Before": fmt_value(b, scale), "After": fmt_value(a, scale),
                "Seed claim": claim}
-        if a is None or b is None:
+        if metric == "accuracy/time_to_target_s" and (a is None or b is None):
+            rec.update(_time_to_target_bound(res, before, after, a, b, claim_ratio))
+        elif a is None or b is None:
             rec.update(Change="-", Verdict="not measured on this machine")
         elif metric == "accuracy/val/mAP50":
             diff = (a.value - b.value) * 100
@@ -89,6 +91,32 @@ def seed_table(res: Results) -> list[dict]:
                        Verdict=verdict(r, claim_ratio, higher, lo, hi))
         rows.append(rec)
     return rows
+
+
+def _time_to_target_bound(res: Results, before: str, after: str, a: Row | None, b: Row | None,
+                          claim_ratio: float) -> dict:
+    """A run that trained but missed the target gives a bound, not "not measured": its time to
+    target is more than its budget, so the ratio is bounded by the other run's time / that budget."""
+    def missed(variant: str) -> float | None:
+        r = res.get(variant, "accuracy/time_to_target_s")
+        return float(r.extra.get("budget_s")) if r is not None and r.value is None and r.extra else None
+
+    mb, ma = missed(before), missed(after)
+    rec: dict = {}
+    if mb is not None:
+        rec["Before"] = f"not reached in {mb:.0f} s"
+    if ma is not None:
+        rec["After"] = f"not reached in {ma:.0f} s"
+    if a is not None and mb is not None:
+        bound = a.value / mb
+        rec.update(Change=f"< {fmt(bound)}x", Verdict="holds" if bound <= claim_ratio else "partly")
+    elif b is not None and ma is not None:
+        rec.update(Change=f"> {fmt(ma / b.value)}x", Verdict="does not hold")
+    elif mb is not None and ma is not None:
+        rec.update(Change="-", Verdict="neither reached the target")
+    else:
+        rec.update(Change="-", Verdict="not measured on this machine")
+    return rec
 
 
 ABLATION_METRICS = [
@@ -208,8 +236,8 @@ def plots(res: Results, out_dir: Path) -> list[str]:
 def params_table(res: Results) -> list[dict]:
     out = []
     for name in res.variants:
-        if _row(res, name, "params/total") is None:
-            continue
+        if _row(res, name, "params/total") is None or (res.variants[name] or {}).get("group") == "peer":
+            continue  # peers have their own table
         rec = {"variant": name}
         for m in ("image_backbone", "image_encoder", "text_encoder", "fusion", "box_head", "total", "trainable"):
             r = _row(res, name, f"params/{m}")
@@ -266,6 +294,13 @@ def render(res: Results, out_dir: str | Path) -> Path:
         if any(v != "-" for k, v in rec.items() if k != "variant"):
             lat.append(rec)
     parts += ["\n## Inference FPS and latency (`_post` = `model.predict`, with pre/post-processing)\n", _md(lat)]
+    from .report_accuracy import accuracy_section
+
+    parts += accuracy_section(res, out_dir)
+    from .report_extras import sections
+
+    extra_parts, _extra_pngs = sections(res, out_dir)  # its plots are linked inside its sections
+    parts += extra_parts
     if pngs:
         parts.append("\n## Plots\n")
         parts += [f"![{p}]({p})\n" for p in pngs]
@@ -273,7 +308,7 @@ def render(res: Results, out_dir: str | Path) -> Path:
     if errs:
         parts += ["\n## Not measured or failed\n", _md(errs)]
     envkeys = ("cpu_model", "cpu_count", "device", "threads", "torch", "cuda", "python", "platform",
-               "git_commit", "git_dirty", "date_utc", "loadavg", "suite_seconds")
+               "git_commit", "git_dirty", "date_utc", "loadavg", "suite_seconds", "global_overrides")
     parts += ["\n## Machine and command\n", _md([{"key": k, "value": env.get(k)} for k in envkeys]),
               f"\nCommand: `{res.command}`\n",
               f"\nProfile: {prof.get('description', '')}; repeats {prof.get('repeats')} processes per speed "

@@ -42,16 +42,61 @@ def plan(profile: Profile) -> list[Task]:
         tasks.append(Task(f"memory_train:{v}", v, ["memory_train"], {"memory_train": {"batch_size": batch}}))
     for v in p.memory_preset_batch:
         tasks.append(Task(f"memory_train_preset:{v}", v, ["memory_train"], {"memory_train": {"batch_size": None}}))
-    for r in range(p.repeats):
-        for v in p.speed_variants:
-            var = get_variant(v)
-            sp = {"train_batch": None if var.preset_batch else p.train_batch, "infer_batch": p.infer_batch,
-                  "warmup": p.warmup, "iters": p.iters}
-            tasks.append(Task(f"speed:{v}:{r}", v, ["speed"], {"speed": sp}, r))
+    extras = set(p.extras)
+    peer = {"image_size": p.peer_image_size}
+    if "peers" in extras:
+        for v in p.peers:
+            tasks.append(Task(f"peer_static:{v}", v, ["peer_static"], {"peer_static": dict(peer)}))
+            tasks.append(Task(f"peer_memory:{v}", v, ["peer_memory"],
+                              {"peer_memory": {**peer, "batch_size": p.infer_batch}}))
+    light_arms, isolated_arms = _split_arms(p.arms) if "arms" in extras else ((), ())
+    arm = {"batch_size": p.arm_batch, "warmup": 1, "rounds": p.arm_rounds, "iters": p.arm_iters}
+    rounds = max([p.repeats] + [n for x, n in (("peers", p.peer_repeats), ("roofline", p.roofline_repeats),
+                                               ("arms", p.arm_repeats if light_arms else 0)) if x in extras])
+    # One round visits every variant, peer, the roofline and the shared arms process once: a drifting
+    # machine hits all of them alike.
+    for r in range(rounds):
+        if r < p.repeats:
+            for v in p.speed_variants:
+                var = get_variant(v)
+                sp = {"train_batch": None if var.preset_batch else p.train_batch, "infer_batch": p.infer_batch,
+                      "warmup": p.warmup, "iters": p.iters}
+                tasks.append(Task(f"speed:{v}:{r}", v, ["speed"], {"speed": sp}, r))
+        if "peers" in extras and r < p.peer_repeats:
+            for v in p.peers:
+                tasks.append(Task(f"peer_speed:{v}:{r}", v, ["peer_speed"],
+                                  {"peer_speed": {**peer, "infer_batch": p.infer_batch, "warmup": p.warmup,
+                                                  "iters": p.iters}}, r))
+        if "roofline" in extras and r < p.roofline_repeats:
+            tasks.append(Task(f"roofline:{r}", "machine", ["roofline"],
+                              {"roofline": {"sizes": list(p.roofline_sizes) or None}}, r))
+        if light_arms and r < p.arm_repeats:
+            tasks.append(Task(f"arms:shared:{r}", p.extras_variant, ["arms"], {"arms": {**arm, "arms": list(light_arms)}},
+                              r))
+    for name in isolated_arms:
+        for r in range(p.arm_isolated_repeats):
+            tasks.append(Task(f"arms:{name}:{r}", p.extras_variant, ["arms"],
+                              {"arms": {**arm, "arms": [name], "emit": [name]}}, r))
+    if "scaling" in extras:
+        for r in range(p.scaling_repeats):
+            for axis, values in p.scaling_axes:
+                for value in values:
+                    sp = {"axis": axis, "value": value, "batch_size": p.scaling_batch, "warmup": p.scaling_warmup,
+                          "iters": p.scaling_iters}
+                    tasks.append(Task(f"scaling:{axis}={value}:{r}", p.extras_variant, ["scaling"], {"scaling": sp}, r))
     for v in p.accuracy_variants:
         tasks.append(Task(f"accuracy:{v}", v, ["accuracy"],
-                          {"accuracy": {"budget_s": p.accuracy_budget_s, "target_map50": p.accuracy_target_map50}}))
+                          {"accuracy": {"budget_s": p.accuracy_budget_s, "target_map50": p.accuracy_target_map50,
+                                        "eval_every_s": min(p.accuracy_eval_every_s, p.accuracy_budget_s / 2)}}))
     return tasks
+
+
+def _split_arms(names) -> tuple[tuple, tuple]:
+    """(arms that share a process, arms that get their own): ``Arm.isolated`` decides."""
+    from .measure.arms import REFERENCE, get_arm
+
+    arms = [get_arm(n) for n in names if n != REFERENCE]
+    return tuple(a.name for a in arms if not a.isolated), tuple(a.name for a in arms if a.isolated)
 
 
 def child_env(threads: int) -> dict:
@@ -102,6 +147,9 @@ def rebuild_rows(results: Results) -> None:
         kind = tid.split(":")[0]
         for m, o in out.get("outcomes", {}).items():
             label = "memory_train_preset" if kind == "memory_train_preset" else m
+            if kind in ("scaling", "arms"):
+                # one group per point / arms process kind, so a failed point is its own error row
+                label = tid.rsplit(":", 1)[0] if t.get("repeat") is not None else tid
             groups.setdefault((t["variant"], label, m), []).append(o)
     rows = []
     for (variant, label, _m), outcomes in groups.items():

@@ -85,6 +85,25 @@ def _family(base: str, opt: str, suffix: str, batch32_workers: int) -> list[Vari
 VARIANTS: dict[str, Variant] = {
     v.name: v for v in _family("baseline", "optimized", "", 2) + _family("baseline-tiny", "optimized-tiny", "-tiny", 2)
 }
+#: Peers (issue 5): Hugging Face detectors built from their configs with random weights; ``overrides``
+#: are config keyword arguments (see ``bench.measure.peers``). Group "peer": no reference, no ladder.
+PEER_VARIANTS = {
+    "peer:grounding-dino-t": Variant("peer:grounding-dino-t", "peer:grounding-dino-t", {},
+                                     "Grounding DINO-T (transformers, GroundingDinoConfig() defaults, random weights)",
+                                     None, "peer"),
+    "peer:owlvit-b32": Variant("peer:owlvit-b32", "peer:owlvit-b32", {},
+                               "OWL-ViT B/32 (transformers, OwlViTConfig() defaults at the matched input size, "
+                               "random weights)", None, "peer"),
+}
+VARIANTS.update(PEER_VARIANTS)
+#: The machine itself (the roofline's matmul peak is measured under this name; its preset is unused).
+VARIANTS["machine"] = Variant("machine", "optimized", {}, "the machine: matrix-multiply peak", None, "machine")
+#: bf16 autocast arms (the ladder's "amp" is fp16 on CUDA): the GPU run measures both precisions.
+VARIANTS["baseline+bf16"] = Variant("baseline+bf16", "baseline", {"train.precision": "bf16-mixed"},
+                                    "bf16 autocast instead of fp32", "baseline", "ladder")
+VARIANTS["optimized+bf16"] = Variant("optimized+bf16", "optimized", {"train.precision": "bf16-mixed"},
+                                     "bf16 autocast instead of the preset's auto (fp16 on CUDA, fp32 on CPU)",
+                                     "optimized", "ladder")
 # Add a variant in one line, e.g.:
 # VARIANTS["baseline+queries50"] = Variant("baseline+queries50", "baseline", {"box_head.num_queries": 50}, "...", "baseline", "ladder")
 

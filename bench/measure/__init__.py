@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-#: measurement name -> (module, function). Add a measurement (issue 5: peers, roofline, scaling) here.
+#: measurement name -> (module, function). Add a measurement here.
 MEASUREMENTS = {
     "params": ("bench.measure.params", "measure"),
     "flops": ("bench.measure.flops", "measure"),
@@ -13,6 +13,13 @@ MEASUREMENTS = {
     "memory_infer": ("bench.measure.memory", "measure_infer"),
     "speed": ("bench.measure.speed", "measure"),
     "accuracy": ("bench.measure.accuracy", "measure"),
+    # issue 5 extras
+    "peer_static": ("bench.measure.peers", "measure_static"),
+    "peer_speed": ("bench.measure.peers", "measure_speed"),
+    "peer_memory": ("bench.measure.peers", "measure_memory"),
+    "roofline": ("bench.measure.roofline", "measure"),
+    "scaling": ("bench.measure.scaling", "measure"),
+    "arms": ("bench.measure.arms", "measure"),
 }
 
 

@@ -1,0 +1,372 @@
+"""Inference optimization arms beyond the seed, each with an output-parity check against fp32 eager.
+
+An arm (``ARMS``) is a set of features applied to one variant's model at inference:
+``inference_mode`` (``torch.inference_mode`` instead of ``no_grad``), ``channels_last`` (model and
+images in NHWC memory format), ``bf16`` / ``fp16`` (autocast), ``int8`` (dynamic int8 quantization of
+every ``nn.Linear``: ``torch.ao.quantization.quantize_dynamic``; CPU only), ``compile``
+(``torch.compile``, default backend, cold cache), ``onnx`` (``torch.onnx.export`` of the forward at
+fixed shapes, run by onnxruntime with its worker spinning off) and ``text_cache`` (the prompt set is fixed: ``encode_text`` runs once at set-up
+and every call passes ``text_tokens``).
+
+Method, in one fresh process: build the model once (random weights; the zero-initialized last
+layers of the box MLPs get small random values so boxes depend on the whole head), compute the
+fp32 eager reference (eval, ``torch.no_grad``) on a fixed batch, build every arm (set-up time
+recorded: quantization, compilation with its first call, export + session), check parity, warm up,
+then time ``rounds`` x ``iters`` calls per arm with the arms' order rotated every round, the
+reference included. An arm's **gain** is the reference's median time over the arm's median time in
+the same process (paired, interleaved); the runner repeats the process and reports median and IQR.
+
+Parity: max |diff| of ``pred_boxes`` (normalized cxcywh) and of ``sigmoid(pred_logits)`` over real
+tokens, against the reference, both in query order and after matching queries one-to-one (Hungarian
+on box L1 + probability L1: top-k query selection may reorder near-ties). The arm passes when the
+matched differences are within its tolerance (``FP32_TOLERANCE`` for arms that keep fp32 math,
+``REDUCED_TOLERANCE`` for bf16/fp16/int8).
+
+Units: images/s, ms, seconds (set-up), x (gain), absolute differences (boxes: fraction of the image
+side; probabilities: 0..1).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FEATURES = ("inference_mode", "channels_last", "bf16", "fp16", "int8", "compile", "onnx", "text_cache")
+FP32_TOLERANCE = 1e-3
+REDUCED_TOLERANCE = 5e-2
+REFERENCE = "eager"
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    features: tuple
+    description: str
+    devices: tuple = ("cpu", "cuda")
+    isolated: bool = False  # slow or fragile set-up: the profile gives it its own process
+
+    @property
+    def tolerance(self) -> float:
+        reduced = {"bf16", "fp16", "int8"} & set(self.features)
+        return REDUCED_TOLERANCE if reduced else FP32_TOLERANCE
+
+
+ARMS: dict[str, Arm] = {a.name: a for a in [
+    Arm(REFERENCE, (), "fp32 eager reference: eval mode, torch.no_grad"),
+    Arm("inference-mode", ("inference_mode",), "torch.inference_mode instead of torch.no_grad"),
+    Arm("channels-last", ("channels_last",), "model and images in channels_last (NHWC) memory format"),
+    Arm("bf16-autocast", ("bf16",), "torch.autocast bfloat16"),
+    Arm("fp16-autocast", ("fp16",), "torch.autocast float16", devices=("cuda",)),
+    Arm("int8-dynamic", ("int8",), "dynamic int8 quantization of nn.Linear (quantize_dynamic)", devices=("cpu",)),
+    Arm("text-cache", ("text_cache",), "fixed prompt set: text embeddings computed once, passed as text_tokens"),
+    Arm("compile", ("compile",), "torch.compile, default backend (inductor); set-up includes compilation",
+        isolated=True),
+    Arm("onnx-ort", ("onnx",), "torch.onnx.export at fixed shapes, run with onnxruntime", isolated=True),
+    Arm("inference-mode+text-cache", ("inference_mode", "text_cache"), "both"),
+    Arm("int8+text-cache", ("inference_mode", "int8", "text_cache"),
+        "int8 dynamic Linear + cached text + inference_mode", devices=("cpu",)),
+    Arm("bf16+text-cache", ("inference_mode", "bf16", "text_cache"), "bf16 autocast + cached text + inference_mode"),
+    Arm("fp16+text-cache", ("inference_mode", "fp16", "text_cache"), "fp16 autocast + cached text + inference_mode",
+        devices=("cuda",)),
+]}
+
+
+def get_arm(name: str) -> Arm:
+    if name not in ARMS:
+        raise ValueError(f"unknown arm {name!r}; choose from {list(ARMS)}")
+    return ARMS[name]
+
+
+# -- parity ------------------------------------------------------------------------------------
+
+def _probs(out: dict):
+    import torch
+
+    p = torch.as_tensor(out["pred_logits"]).float().sigmoid()
+    mask = out.get("text_mask")
+    if mask is not None:
+        p = p * torch.as_tensor(mask)[:, None, :].to(p.dtype)
+    return p
+
+
+def parity(reference: dict, output: dict, tolerance: float | None = None) -> dict:
+    """Max absolute differences of an arm's output against the reference.
+
+    Both dicts hold pred_boxes (B, Q, 4), pred_logits (B, Q, T) and optionally text_mask (B, T)
+    (True = real token; the reference's is used for both). Returns boxes_max_abs / probs_max_abs
+    (query order as produced) and boxes_max_abs_matched / probs_max_abs_matched (queries matched
+    one-to-one per image by the Hungarian algorithm on box L1 + probability L1). With ``tolerance``,
+    also ``agreement``: the fraction of matched query pairs whose box and probabilities are all within
+    it (1.0 = every query reproduced; lower = some top-k proposals were swapped for others)."""
+    import torch
+    from scipy.optimize import linear_sum_assignment
+
+    output = {**output, "text_mask": reference.get("text_mask")}
+    rb, ob = torch.as_tensor(reference["pred_boxes"]).float(), torch.as_tensor(output["pred_boxes"]).float()
+    rp, op = _probs(reference), _probs(output)
+    if rb.shape != ob.shape or rp.shape != op.shape:
+        raise ValueError(f"output shapes {tuple(ob.shape)}/{tuple(op.shape)} differ from the reference's "
+                         f"{tuple(rb.shape)}/{tuple(rp.shape)}")
+    res = {"boxes_max_abs": float((rb - ob).abs().max()), "probs_max_abs": float((rp - op).abs().max())}
+    mb = mp = 0.0
+    agree = total = 0
+    for i in range(rb.shape[0]):
+        cost = torch.cdist(rb[i], ob[i], p=1) + torch.cdist(rp[i], op[i], p=1)
+        r, c = linear_sum_assignment(cost.numpy())
+        db = (rb[i][r] - ob[i][c]).abs().amax(-1)  # (Q,) per matched pair
+        dp = (rp[i][r] - op[i][c]).abs().amax(-1) if rp.shape[-1] else torch.zeros_like(db)
+        mb, mp = max(mb, float(db.max())), max(mp, float(dp.max()))
+        if tolerance is not None:
+            agree += int(((db <= tolerance) & (dp <= tolerance)).sum())
+            total += len(r)
+    res.update(boxes_max_abs_matched=mb, probs_max_abs_matched=mp)
+    if tolerance is not None:
+        res["agreement"] = agree / total if total else 1.0
+    return res
+
+
+def within_tolerance(diffs: dict, tolerance: float) -> bool:
+    """True when the matched box and probability differences are both <= tolerance."""
+    return diffs["boxes_max_abs_matched"] <= tolerance and diffs["probs_max_abs_matched"] <= tolerance
+
+
+# -- building arms -----------------------------------------------------------------------------
+
+def randomize_zero_init(model, std: float = 0.02, seed: int = 1) -> int:
+    """Give every all-zero Linear weight small random values (a random-weight model's box MLPs end
+    in zero-initialized layers, which would make the boxes equal the anchors). Returns how many."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    n = 0
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear) and not m.weight.any():
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
+                n += 1
+    return n
+
+
+class _OnnxWrapper:
+    """Only pred_logits and pred_boxes leave the exported graph."""
+
+    @staticmethod
+    def make(model):
+        import torch
+
+        class Wrap(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, images, input_ids, attention_mask):
+                out = self.m(images, input_ids, attention_mask)
+                return out["pred_logits"], out["pred_boxes"]
+
+        return Wrap(model).eval()
+
+
+def _export_onnx(model, images, ids, mask, path: Path) -> str:
+    """Export with the TorchScript exporter, else the dynamo exporter; returns which one worked.
+    Raises with both errors when neither does."""
+    import torch
+
+    wrap = _OnnxWrapper.make(model)
+    errors = []
+    for dynamo in (False, True):
+        try:
+            with torch.no_grad():
+                torch.onnx.export(wrap, (images, ids, mask), str(path), dynamo=dynamo, opset_version=17,
+                                  input_names=["images", "input_ids", "attention_mask"],
+                                  output_names=["pred_logits", "pred_boxes"])
+            return "dynamo" if dynamo else "torchscript"
+        except Exception as err:  # noqa: BLE001  (recorded; the next exporter is tried)
+            errors.append(f"dynamo={dynamo}: {type(err).__name__}: {str(err)[:300]}")
+    raise RuntimeError("ONNX export failed; " + " | ".join(errors))
+
+
+def build_arm(arm: Arm, model, images, ids, mask, device, workdir: Path) -> tuple:
+    """(callable -> output dict, set-up seconds, notes). The callable runs one inference forward."""
+    import contextlib
+
+    import torch
+
+    from bench.common import autocast
+
+    f = set(arm.features)
+    notes: dict = {}
+    t0 = time.perf_counter()
+    if "onnx" in f:
+        import onnxruntime as ort
+
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise RuntimeError("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
+            providers = ["CUDAExecutionProvider"]
+        path = workdir / f"{arm.name}.onnx"
+        cpu_model = copy.deepcopy(model).cpu() if device.type == "cuda" else model
+        notes["exporter"] = _export_onnx(cpu_model, images.cpu(), ids.cpu(), mask.cpu(), path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ORT's idle workers spin after each run by default: interleaved with torch calls in this process
+        # they would steal the cores from the reference and inflate the gain.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sess = ort.InferenceSession(str(path), opts, providers=providers)
+        feeds = {"images": images.cpu().numpy(), "input_ids": ids.cpu().numpy(),
+                 "attention_mask": mask.cpu().numpy()}
+        text_mask = mask.cpu() != 0
+
+        def fn():
+            logits, boxes = sess.run(["pred_logits", "pred_boxes"], feeds)
+            return {"pred_logits": torch.from_numpy(logits), "pred_boxes": torch.from_numpy(boxes),
+                    "text_mask": text_mask}
+
+        fn()  # first run: session warm-up counts as set-up
+        return fn, time.perf_counter() - t0, notes
+    mutating = {"channels_last", "int8", "compile"} & f
+    m = copy.deepcopy(model) if mutating else model
+    if "channels_last" in f:
+        m = m.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    if "int8" in f:
+        from torch.ao.quantization import quantize_dynamic
+
+        m = quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
+    precision = "bf16" if "bf16" in f else "fp16" if "fp16" in f else "fp32"
+    grad = torch.inference_mode if "inference_mode" in f else torch.no_grad
+    text_tokens = None
+    if "text_cache" in f:
+        with torch.no_grad(), autocast(precision, device):
+            text_tokens = m.encode_text(ids, mask)
+    if "compile" in f:
+        import os
+
+        # a fresh inductor cache: the set-up time is a cold compile, not a cache hit from an earlier run
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(workdir / "inductor-cache")
+        m = torch.compile(m)
+
+    def fn():
+        with grad(), (autocast(precision, device) if precision != "fp32" else contextlib.nullcontext()):
+            return m(images, ids, mask, text_tokens=text_tokens)
+
+    if "compile" in f:
+        fn()  # compilation happens on the first call: part of the set-up
+    return fn, time.perf_counter() - t0, notes
+
+
+# -- the measurement ---------------------------------------------------------------------------
+
+@dataclass
+class ArmsResult:
+    """Per arm: ``calls_s`` (seconds per timed call), ``setup_s``, ``diffs`` (see :func:`parity`),
+    ``tolerance``, ``parity_ok``, ``gain`` (x, reference median / arm median, this process),
+    ``error`` or ``skipped``. Rows are emitted for the arms in ``emit`` only."""
+
+    batch_size: int
+    device: str
+    threads: int
+    arms: dict = field(default_factory=dict)
+    emit: list = field(default_factory=list)
+
+    def rows(self) -> list[dict]:
+        out = []
+        B = self.batch_size
+        for name in self.emit:
+            a = self.arms.get(name, {})
+            base = f"arm/{name}"
+            extra = {"batch_size": B, "features": a.get("features"), "tolerance": a.get("tolerance"),
+                     "threads": self.threads, "device": self.device, "reference": REFERENCE}
+            if a.get("skipped"):
+                out.append({"metric": f"{base}/gain", "value": None, "unit": "x", "status": "not-measured",
+                            "error": a["skipped"], "extra": extra})
+                continue
+            if a.get("error"):
+                out.append({"metric": f"{base}/gain", "value": None, "unit": "x", "status": "error",
+                            "error": a["error"], "extra": extra})
+                continue
+            calls = a["calls_s"]
+            med = statistics.median(calls)
+            out += [
+                {"metric": f"{base}/fps_b{B}", "value": B / med, "unit": "images/s", "extra": {**extra, "calls": calls}},
+                {"metric": f"{base}/latency_p50_ms", "value": med * 1e3, "unit": "ms", "extra": extra},
+                {"metric": f"{base}/gain", "value": a["gain"], "unit": "x", "extra": extra},
+                {"metric": f"{base}/setup_s", "value": a["setup_s"], "unit": "s", "extra": extra},
+            ]
+            for k, v in a.get("diffs", {}).items():
+                unit = "fraction of queries" if k == "agreement" else "abs diff"
+                out.append({"metric": f"{base}/{k}", "value": v, "unit": unit, "extra": extra})
+            if "parity_ok" in a:
+                out.append({"metric": f"{base}/parity_ok", "value": float(a["parity_ok"]), "unit": "bool",
+                            "extra": {**extra, "notes": a.get("notes")}})
+        return out
+
+
+def measure(spec: dict) -> ArmsResult:
+    """spec: preset, overrides, arms (names; the reference is always built and timed), emit (arms whose
+    rows to report, default all given), batch_size (8), warmup (1), rounds (2), iters (2), device."""
+    import torch
+
+    from bench.common import build_model, make_batch, resolve_device
+
+    device = resolve_device(spec.get("device"))
+    names = [n for n in spec.get("arms", list(ARMS)) if n != REFERENCE]
+    emit = list(spec.get("emit") or [REFERENCE] + names)
+    B = int(spec.get("batch_size", 8))
+    warmup, rounds, iters = int(spec.get("warmup", 1)), int(spec.get("rounds", 2)), int(spec.get("iters", 2))
+    model = build_model(spec["preset"], spec.get("overrides"), device).eval()
+    randomize_zero_init(model)
+    model.to(device)
+    batch = make_batch(model, B, device)
+    images, ids, mask = batch.images, batch.input_ids, batch.attention_mask
+    result = ArmsResult(B, str(device), torch.get_num_threads(), emit=emit)
+    fns = {}
+    with tempfile.TemporaryDirectory(prefix="ovd-arms-") as tmp:
+        for name in [REFERENCE] + names:
+            arm = get_arm(name)
+            rec = {"features": list(arm.features), "tolerance": arm.tolerance}
+            result.arms[name] = rec
+            if device.type not in arm.devices:
+                rec["skipped"] = f"{name} runs on {', '.join(arm.devices)} only"
+                continue
+            try:
+                fn, setup_s, notes = build_arm(arm, model, images, ids, mask, device, Path(tmp))
+                out = fn()
+                if name == REFERENCE:
+                    ref = {k: out[k].detach().float().cpu() for k in ("pred_logits", "pred_boxes")}
+                    ref["text_mask"] = out["text_mask"].cpu()
+                diffs = parity(ref, {k: (v.detach().cpu() if hasattr(v, "detach") else v) for k, v in out.items()
+                                     if k in ("pred_logits", "pred_boxes", "text_mask")}, arm.tolerance)
+                rec.update(setup_s=setup_s, notes=notes, diffs=diffs, parity_ok=within_tolerance(diffs, arm.tolerance))
+                for _ in range(warmup):
+                    fn()
+                fns[name] = fn
+            except Exception as err:  # noqa: BLE001  (recorded; the other arms go on)
+                rec["error"] = f"{type(err).__name__}: {str(err)[:1500]}"
+                if name == REFERENCE:
+                    raise
+        from bench.measure.speed import time_calls
+
+        order = list(fns)
+        times: dict = {n: [] for n in order}
+        for r in range(rounds):
+            k = r % len(order)
+            for name in order[k:] + order[:k]:
+                try:
+                    times[name] += time_calls(fns[name], device, 0, iters)
+                except Exception as err:  # noqa: BLE001
+                    result.arms[name]["error"] = f"{type(err).__name__}: {str(err)[:1500]}"
+        ref_med = statistics.median(times[REFERENCE])
+        for name in order:
+            rec = result.arms[name]
+            if rec.get("error") or not times[name]:
+                continue
+            rec["calls_s"] = times[name]
+            rec["gain"] = ref_med / statistics.median(times[name])
+    return result

@@ -1,0 +1,168 @@
+"""The machine's matrix-multiply peak, measured (not looked up), and the arithmetic of a roofline.
+
+Method: square ``torch.matmul`` of several sizes per dtype, each timed with
+``torch.utils.benchmark.Timer.blocked_autorange`` at this process's thread count (the run's thread
+count; the Timer syncs CUDA); the peak of a dtype is the best size's median. fp32 always (on CUDA
+with TF32 off, plus a ``tf32`` row); bf16 and fp16 only where the device computes them natively
+(CPU: oneDNN reports AVX512-BF16/AMX/FP16 support; CUDA: always), since an emulated dtype is no roof.
+
+On the CPU the fp32 peak is also measured through onnxruntime's GEMM (MLAS, a one-node ONNX MatMul
+graph, same thread count), because one library's GEMM need not reach the hardware's limit: on an
+AVX-512 AMD CPU torch's fp32 GEMM can run at AVX2 rate while MLAS uses AVX-512. The fp32 peak is the
+best backend's; ``by_backend`` keeps each.
+
+Units: FLOP/s, with FLOPs = 2*n^3 per n x n matmul (the same 2*MACs convention as
+``bench.measure.flops``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CPU_SIZES = (256, 512, 1024, 2048)
+CUDA_SIZES = (2048, 4096, 8192)
+
+
+def matmul_flops(n: int) -> int:
+    """FLOPs (2*MACs) of one n x n @ n x n matmul."""
+    return 2 * n**3
+
+
+def achieved_flops_per_s(flops_per_image: float, images_per_s: float) -> float:
+    """Achieved FLOP/s = FLOPs per image * images per second."""
+    return float(flops_per_image) * float(images_per_s)
+
+
+def fraction_of_peak(achieved: float, peak: float) -> float:
+    """Achieved FLOP/s as a fraction (0..1+) of a measured peak FLOP/s."""
+    if not peak or peak <= 0:
+        raise ValueError(f"peak must be positive, got {peak!r}")
+    return float(achieved) / float(peak)
+
+
+def native_dtypes(device) -> dict:
+    """dtype name -> True/False: whether the device computes it natively."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        major, _ = torch.cuda.get_device_capability(dev)
+        return {"fp32": True, "tf32": major >= 8, "bf16": major >= 8, "fp16": True}
+    out = {"fp32": True, "bf16": False, "fp16": False}
+    try:
+        out["bf16"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        out["fp16"] = bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):
+        pass
+    return out
+
+
+@dataclass
+class RooflineResult:
+    """``peaks``: dtype -> best FLOP/s over sizes; ``by_size``: dtype -> {n: FLOP/s}; ``native``:
+    dtype -> natively supported; ``skipped``: dtype -> why not measured."""
+
+    device: str
+    threads: int
+    peaks: dict = field(default_factory=dict)
+    best_size: dict = field(default_factory=dict)
+    by_size: dict = field(default_factory=dict)
+    native: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)
+    by_backend: dict = field(default_factory=dict)  # dtype -> {backend: best FLOP/s}
+    backend: dict = field(default_factory=dict)  # dtype -> the backend that set the peak
+
+    def rows(self) -> list[dict]:
+        out = []
+        for dt, v in self.peaks.items():
+            out.append({"metric": f"roofline/peak_{dt}", "value": v, "unit": "FLOP/s",
+                        "extra": {"best_size": self.best_size.get(dt), "by_size": self.by_size.get(dt),
+                                  "native": self.native.get(dt), "threads": self.threads, "device": self.device,
+                                  "backend": self.backend.get(dt), "by_backend": self.by_backend.get(dt)}})
+            for be, bv in (self.by_backend.get(dt) or {}).items():
+                out.append({"metric": f"roofline/peak_{dt}_{be}", "value": bv, "unit": "FLOP/s",
+                            "extra": {"threads": self.threads, "device": self.device}})
+        return out
+
+
+def _time_matmul(n: int, dtype, device, min_run_time: float) -> float:
+    """Median seconds per n x n matmul (torch.utils.benchmark, at the current thread count)."""
+    import torch
+    import torch.utils.benchmark as tb
+
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    torch.matmul(a, b)  # warm-up (allocator, oneDNN/cuBLAS kernel selection)
+    t = tb.Timer("torch.matmul(a, b)", globals={"torch": torch, "a": a, "b": b},
+                 num_threads=torch.get_num_threads())
+    return float(t.blocked_autorange(min_run_time=min_run_time).median)
+
+
+def _time_ort_matmul(n: int, threads: int, min_run_time: float) -> float:
+    """Median seconds per n x n fp32 matmul through onnxruntime (CPU provider, ``threads`` intra-op)."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch.utils.benchmark as tb
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in ("a", "b", "y")]
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "matmul", io[:2], io[2:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {"a": rng.standard_normal((n, n), dtype=np.float32), "b": rng.standard_normal((n, n), dtype=np.float32)}
+    sess.run(None, feeds)
+    t = tb.Timer("sess.run(None, feeds)", globals={"sess": sess, "feeds": feeds})
+    return float(t.blocked_autorange(min_run_time=min_run_time).median)
+
+
+def measure(spec: dict) -> RooflineResult:
+    """spec: device, sizes (default per device), dtypes (default: fp32 + native reduced ones),
+    min_run_time (seconds per size)."""
+    import torch
+
+    from bench.common import resolve_device
+
+    device = resolve_device(spec.get("device"))
+    cuda = device.type == "cuda"
+    sizes = tuple(spec.get("sizes") or (CUDA_SIZES if cuda else CPU_SIZES))
+    min_run_time = float(spec.get("min_run_time", 0.3))
+    native = native_dtypes(device)
+    res = RooflineResult(str(device), torch.get_num_threads(), native=native)
+    wanted = spec.get("dtypes") or [d for d in ("fp32", "tf32", "bf16", "fp16") if d in native]
+    dtypes = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    prev_tf32 = torch.backends.cuda.matmul.allow_tf32 if cuda else None
+    try:
+        for name in wanted:
+            if not native.get(name):
+                res.skipped[name] = "not natively supported on this device"
+                continue
+            if cuda:
+                torch.backends.cuda.matmul.allow_tf32 = name == "tf32"
+            per = {}
+            for n in sizes:
+                per[n] = matmul_flops(n) / _time_matmul(n, dtypes[name], device, min_run_time)
+            res.by_size[name] = per
+            best = max(per, key=per.get)
+            res.peaks[name], res.best_size[name], res.backend[name] = per[best], best, "torch"
+            res.by_backend[name] = {"torch": per[best]}
+            if name == "fp32" and not cuda and spec.get("onnxruntime", True):
+                try:
+                    ort_per = {n: matmul_flops(n) / _time_ort_matmul(n, res.threads, min_run_time) for n in sizes}
+                except Exception as err:  # noqa: BLE001  (onnxruntime is optional: recorded)
+                    res.skipped["fp32_onnxruntime"] = f"{type(err).__name__}: {err}"
+                else:
+                    n_best = max(ort_per, key=ort_per.get)
+                    res.by_backend[name]["onnxruntime"] = ort_per[n_best]
+                    res.by_size["fp32_onnxruntime"] = ort_per
+                    if ort_per[n_best] > res.peaks[name]:
+                        res.peaks[name], res.best_size[name], res.backend[name] = ort_per[n_best], n_best, \
+                            "onnxruntime"
+    finally:
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = prev_tf32
+    return res
