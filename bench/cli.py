@@ -167,7 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        # results.json was written after every finished measurement: nothing done is lost
+        where = getattr(args, "out", None) or "the output folder"
+        print(f"\novd-bench: interrupted; finished measurements are in {where}/results.json. "
+              f"Continue with: ovd-bench run ... --resume {where}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

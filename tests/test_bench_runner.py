@@ -48,3 +48,14 @@ def test_crashing_variant_is_recorded(tmp_path, monkeypatch):
     res = run_profile(p, tmp_path, threads=1)
     row = res.rows[0]
     assert row.status == "error" and "no_such_backbone" in row.error
+
+
+def test_ctrl_c_prints_how_to_resume(monkeypatch, capsys, tmp_path):
+    import bench.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_run", interrupted)
+    assert cli.main(["run", "--profile", "quick", "--out", str(tmp_path)]) == 130
+    assert f"--resume {tmp_path}" in capsys.readouterr().err
