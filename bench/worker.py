@@ -43,7 +43,8 @@ def run(spec: dict) -> dict:
         outcomes[name]["seconds"] = time.perf_counter() - t0
     from bench.env import capture
 
-    env = capture(command=None, threads=threads_info.get("torch_threads"))
+    # the parent records the user command; temp spec paths would only leak machine paths
+    env = capture(command="python -m bench.worker SPEC OUT", threads=threads_info.get("torch_threads"))
     env["thread_pools"] = threads_info
     status = "ok" if all(o["status"] == "ok" for o in outcomes.values()) else "error"
     return {"status": status, "outcomes": outcomes, "environment": env}
