@@ -83,3 +83,34 @@ def test_accuracy_measurement_uses_the_trainer(monkeypatch):
     assert calls["budget"] == 9
     assert rows["accuracy/val/mAP50"]["value"] == 0.41
     assert rows["accuracy/time_to_target_s"]["value"] == 5.0
+
+
+def test_peak_of_call_cuda_branch_reads_the_allocator(monkeypatch):
+    """The CUDA branch (one helper for memory, peers and scaling) with torch.cuda's counters faked."""
+    import torch
+
+    from bench.measure.memory import MiB, peak_of_call
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("sync"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 100)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 100 + 5 * MiB)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 8 * MiB)
+    before, peak, reserved, method = peak_of_call(lambda: calls.append("fn"), torch.device("cuda"))
+    assert calls == ["sync", "reset", "fn", "sync"]
+    assert (before, peak, reserved, method) == (100, 100 + 5 * MiB, 8.0, "cuda-allocator")
+
+
+def test_peak_of_call_cpu_branch_sees_an_allocation():
+    import torch
+
+    from bench.measure.memory import MiB, peak_of_call
+
+    def allocate():
+        x = torch.ones(64 * MiB // 4)  # 64 MiB of float32, touched
+        return float(x.sum())
+
+    before, peak, reserved, method = peak_of_call(allocate, torch.device("cpu"))
+    assert method == "cpu-rss" and reserved is None
+    assert peak - before > 32 * MiB

@@ -140,26 +140,31 @@ def _measure(spec: dict, mode: str) -> MemoryResult:
     for _ in range(int(spec.get("warmup", 0))):
         fn()
     gc.collect()
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before_step = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device)
-        reserved = torch.cuda.max_memory_reserved(device) / MiB
-        method = "cuda-allocator"
-    else:
-        before_step = current_rss()
-        with RssPeakPoller(float(spec.get("poll_s", 0.001))) as poller:
-            fn()
-        peak = poller.peak
-        reserved = None
-        method = "cpu-rss"
+    before_step, peak, reserved, method = peak_of_call(fn, device, float(spec.get("poll_s", 0.001)))
     return MemoryResult(mode, batch_size, (peak - before_model) / MiB, max(peak - before_step, 0) / MiB, method,
                         str(device), precision, reserved,
                         {"before_model_mib": before_model / MiB, "before_step_mib": before_step / MiB,
                          "peak_mib": peak / MiB})
+
+
+def peak_of_call(fn, device, poll_s: float = 0.001) -> tuple[int, int, float | None, str]:
+    """Run ``fn()`` once and return (bytes in use before it, peak bytes during it, peak reserved MiB
+    or None, method). CUDA: the caching allocator's counters after ``reset_peak_memory_stats``; CPU:
+    process RSS polled from a side thread (tracemalloc does not see tensors)."""
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return before, torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device) / MiB, \
+            "cuda-allocator"
+    before = current_rss()
+    with RssPeakPoller(poll_s) as poller:
+        fn()
+    return before, poller.peak, None, "cpu-rss"
 
 
 def measure_train(spec: dict) -> MemoryResult:

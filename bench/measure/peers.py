@@ -227,7 +227,7 @@ def measure_memory(spec: dict):
     import torch
 
     from bench.common import resolve_device
-    from bench.measure.memory import MemoryResult, MiB, RssPeakPoller, current_rss
+    from bench.measure.memory import MemoryResult, MiB, current_rss, peak_of_call
 
     device = resolve_device(spec.get("device"))
     cuda = device.type == "cuda"
@@ -244,19 +244,7 @@ def measure_memory(spec: dict):
     inputs = make_peer_inputs(model, batch, size, device, spec.get("prompt_tokens"))
     fn = _forward(model, inputs, precision, device)
     gc.collect()
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before_step = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        peak, reserved, method = torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device) / MiB, \
-            "cuda-allocator"
-    else:
-        before_step = current_rss()
-        with RssPeakPoller(float(spec.get("poll_s", 0.001))) as poller:
-            fn()
-        peak, reserved, method = poller.peak, None, "cpu-rss"
+    before_step, peak, reserved, method = peak_of_call(fn, device, float(spec.get("poll_s", 0.001)))
     return MemoryResult("infer", batch, (peak - before_model) / MiB, max(peak - before_step, 0) / MiB, method,
                         str(device), precision, reserved,
                         {"before_model_mib": before_model / MiB, "before_step_mib": before_step / MiB,

@@ -131,7 +131,7 @@ def measure(spec: dict) -> ScalingPoint:
         resolve_device,
         resolve_precision,
     )
-    from bench.measure.memory import MiB, RssPeakPoller, current_rss
+    from bench.measure.memory import MiB, current_rss, peak_of_call
 
     device = resolve_device(spec.get("device"))
     cuda = device.type == "cuda"
@@ -167,21 +167,9 @@ def measure(spec: dict) -> ScalingPoint:
                        config.box_head.num_queries, window, precision, torch.get_num_threads())
     if spec.get("memory", True):
         gc.collect()
-        if cuda:
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            before_step = torch.cuda.memory_allocated(device)
-            forward()
-            torch.cuda.synchronize(device)
-            peak = torch.cuda.max_memory_allocated(device)
-            res.reserved_mib = torch.cuda.max_memory_reserved(device) / MiB
-            res.memory_method = "cuda-allocator"
-        else:
-            before_step = current_rss()
-            with RssPeakPoller() as poller:
-                forward()
-            peak = poller.peak
-            res.memory_method = "cpu-rss"
+        before_step, peak, reserved, res.memory_method = peak_of_call(forward, device)
+        if reserved is not None:
+            res.reserved_mib = reserved
         res.total_mib = (peak - before_model) / MiB
         res.step_mib = max(peak - before_step, 0) / MiB
     from bench.measure.speed import time_calls
