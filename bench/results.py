@@ -15,11 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
+
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "error", "not-measured")
 
 
-class ResultsError(ValueError):
+class ResultsError(UsageError):
     """A results file that cannot be used (corrupt, wrong schema, missing fields)."""
 
 
