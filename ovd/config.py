@@ -3,7 +3,9 @@
 One small dataclass per component, each validated in ``__post_init__``. Presets are
 plain data (``PRESETS``): baseline and optimized are the *same* model classes with
 different values, so every optimization is a switch that can be flipped alone
-(``get_config("baseline", {"fusion.attention": "sdpa"})``).
+(``get_config("baseline", {"fusion.attention": "sdpa"})``). Each switch reaches exactly one
+component: ``fusion.attention`` the fusion layers, ``box_head.attention`` the decoder; ``fusion.mlp`` and
+``box_head.mlp`` likewise; the short-hands ``attention`` and ``mlp`` set both.
 """
 
 from __future__ import annotations
@@ -82,9 +84,12 @@ class TextEncoderConfig:
 
 @dataclass
 class FusionConfig:
-    # Attention implementation: nn.MultiheadAttention as usually called ("mha"), with
-    # need_weights=False ("mha-fast", reaches SDPA inside), or own q/k/v + F.scaled_dot_product_attention ("sdpa").
+    # Attention of the fusion layers only (the decoder has box_head.attention): nn.MultiheadAttention as
+    # usually called ("mha"), with need_weights=False ("mha-fast", reaches SDPA inside), or own q/k/v +
+    # F.scaled_dot_product_attention ("sdpa").
     attention: str = "sdpa"
+    # Feed-forward MLP of the fusion layers only: hand-built nn.Sequential or torchvision.ops.MLP.
+    mlp: str = "torchvision"
     # Number of image-attends-to-text fusion layers.
     num_layers: int = 1
     # Attention heads per fusion layer.
@@ -95,6 +100,7 @@ class FusionConfig:
 
     def __post_init__(self) -> None:
         _check_choice("fusion", "attention", self.attention, ATTENTION_CHOICES)
+        _check_choice("fusion", "mlp", self.mlp, MLP_CHOICES)
         _check_positive("fusion", "num_layers", self.num_layers)
         _check_positive("fusion", "num_heads", self.num_heads)
         _check_positive("fusion", "ffn_ratio", self.ffn_ratio)
@@ -102,7 +108,10 @@ class FusionConfig:
 
 @dataclass
 class BoxHeadConfig:
-    # MLP implementation for box and projection heads: hand-built nn.Sequential or torchvision.ops.MLP.
+    # Attention of the decoder layers (self- and cross-attention); same choices as fusion.attention.
+    attention: str = "sdpa"
+    # MLPs of the box head only (decoder FFNs, box and query-position MLPs, proposal box MLP):
+    # hand-built nn.Sequential or torchvision.ops.MLP.
     mlp: str = "torchvision"
     # Number of object queries (predicted boxes per image).
     num_queries: int = 20
@@ -116,6 +125,7 @@ class BoxHeadConfig:
     query_init: str = "language-guided"
 
     def __post_init__(self) -> None:
+        _check_choice("box_head", "attention", self.attention, ATTENTION_CHOICES)
         _check_choice("box_head", "mlp", self.mlp, MLP_CHOICES)
         _check_choice("box_head", "query_init", self.query_init, QUERY_INIT_CHOICES)
         for key in ("num_queries", "num_decoder_layers", "num_heads", "ffn_ratio"):
@@ -208,7 +218,7 @@ class DetectorConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DetectorConfig:
-        return _from_dict(cls, data, "config")
+        return _from_dict(cls, upgrade_legacy_config(data), "config")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -235,6 +245,31 @@ class DetectorConfig:
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
         return cls.from_dict(data)
+
+
+def upgrade_legacy_config(data: Mapping[str, Any]) -> dict:
+    """Configs written before the switches were split per component (ovd-bench <= 0.1.0, e.g. in old
+    checkpoints) had one ``fusion.attention`` for the fusion *and* the decoder, and one ``box_head.mlp``
+    for the box head *and* the fusion FFN. Such a config (it has ``box_head.mlp`` but no
+    ``box_head.attention``, or ``fusion.attention`` but no ``fusion.mlp``) is read with the old meaning, so an
+    old checkpoint loads into the same modules; a warning says how to write it in the new form."""
+    data = dict(data)
+    fusion, head = dict(data.get("fusion") or {}), dict(data.get("box_head") or {})
+    filled = []
+    if "attention" in fusion and "attention" not in head and "box_head" in data:
+        head["attention"] = fusion["attention"]
+        filled.append(f"box_head.attention={fusion['attention']!r}")
+    if "mlp" in head and "mlp" not in fusion and "fusion" in data:
+        fusion["mlp"] = head["mlp"]
+        filled.append(f"fusion.mlp={head['mlp']!r}")
+    if filled:
+        import warnings
+
+        warnings.warn("config written before the per-component switches: read with the old meaning ("
+                      + ", ".join(filled) + "); add these keys to the config file to silence this warning",
+                      stacklevel=3)
+        data["fusion"], data["box_head"] = fusion, head
+    return data
 
 
 def _from_dict(cls: type, data: Mapping[str, Any], where: str) -> Any:
@@ -265,8 +300,8 @@ PRESETS: dict[str, dict] = {
         "similarity": "matmul",
         "image": {"backbone": "swin_small_patch4_window7_224", "image_size": 224},
         "text": {"max_tokens": 128},
-        "fusion": {"attention": "mha", "num_layers": 3, "num_heads": 8},
-        "box_head": {"mlp": "sequential", "num_queries": 100, "num_decoder_layers": 6, "num_heads": 8},
+        "fusion": {"attention": "mha", "mlp": "sequential", "num_layers": 3, "num_heads": 8},
+        "box_head": {"attention": "mha", "mlp": "sequential", "num_queries": 100, "num_decoder_layers": 6, "num_heads": 8},
         "train": {"precision": "32-true", "scheduler": "cosine", "batch_size": 8, "lr": 1e-4,
                   "backbone_lr": 1e-5, "betas": (0.9, 0.999), "eps": 1e-8},
     },
@@ -275,8 +310,8 @@ PRESETS: dict[str, dict] = {
         "similarity": "torchmetrics",
         "image": {"backbone": "swin_tiny_patch4_window7_224", "image_size": 224},
         "text": {"max_tokens": 128},
-        "fusion": {"attention": "sdpa", "num_layers": 1, "num_heads": 4},
-        "box_head": {"mlp": "torchvision", "num_queries": 20, "num_decoder_layers": 3, "num_heads": 4},
+        "fusion": {"attention": "sdpa", "mlp": "torchvision", "num_layers": 1, "num_heads": 4},
+        "box_head": {"attention": "sdpa", "mlp": "torchvision", "num_queries": 20, "num_decoder_layers": 3, "num_heads": 4},
         "train": {"precision": "auto", "scheduler": "onecycle", "batch_size": 32, "lr": 2e-4,
                   "backbone_lr": 2e-5, "betas": (0.9, 0.98), "eps": 1e-6, "num_workers": 2,
                   "pin_memory": True, "persistent_workers": True},
@@ -287,8 +322,8 @@ PRESETS: dict[str, dict] = {
         "image": {"backbone": "swin_tiny_patch4_window7_224", "image_size": 96,
                   "backbone_kwargs": _TINY_SWIN_LARGER},
         "text": {"max_tokens": 48},
-        "fusion": {"attention": "mha", "num_layers": 3, "num_heads": 8},
-        "box_head": {"mlp": "sequential", "num_queries": 50, "num_decoder_layers": 6, "num_heads": 8},
+        "fusion": {"attention": "mha", "mlp": "sequential", "num_layers": 3, "num_heads": 8},
+        "box_head": {"attention": "mha", "mlp": "sequential", "num_queries": 50, "num_decoder_layers": 6, "num_heads": 8},
         "train": {"precision": "32-true", "scheduler": "cosine", "batch_size": 8, "lr": 1e-3,
                   "backbone_lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8},
     },
@@ -298,8 +333,8 @@ PRESETS: dict[str, dict] = {
         "image": {"backbone": "swin_tiny_patch4_window7_224", "image_size": 96,
                   "backbone_kwargs": _TINY_SWIN_SMALLER},
         "text": {"max_tokens": 48},
-        "fusion": {"attention": "sdpa", "num_layers": 1, "num_heads": 4},
-        "box_head": {"mlp": "torchvision", "num_queries": 20, "num_decoder_layers": 3, "num_heads": 4},
+        "fusion": {"attention": "sdpa", "mlp": "torchvision", "num_layers": 1, "num_heads": 4},
+        "box_head": {"attention": "sdpa", "mlp": "torchvision", "num_queries": 20, "num_decoder_layers": 3, "num_heads": 4},
         "train": {"precision": "auto", "scheduler": "onecycle", "batch_size": 16, "lr": 1e-3,
                   "backbone_lr": 1e-3, "betas": (0.9, 0.98), "eps": 1e-6},
     },
@@ -336,9 +371,18 @@ def _valid_dotted_keys() -> list[str]:
     return keys
 
 
+#: Model-wide short-hands: one override that sets the same switch in every component that has it.
+SHORTHAND_KEYS = {"attention": ("fusion.attention", "box_head.attention"), "mlp": ("fusion.mlp", "box_head.mlp")}
+
+
 def _set_dotted(data: dict, key: str, value: Any) -> None:
+    if key in SHORTHAND_KEYS:
+        for full_key in SHORTHAND_KEYS[key]:
+            _set_dotted(data, full_key, value)
+        return
     if key not in _valid_dotted_keys():
-        raise ValueError(f"unknown override key {key!r}; valid keys are {_valid_dotted_keys()}")
+        raise ValueError(f"unknown override key {key!r}; valid keys are {_valid_dotted_keys()} "
+                         f"and the short-hands {list(SHORTHAND_KEYS)}")
     parts = key.split(".")
     node = data
     for part in parts[:-1]:

@@ -72,3 +72,26 @@ def test_parse_override():
     assert parse_override("train.betas=[0.9,0.98]") == ("train.betas", [0.9, 0.98])
     with pytest.raises(ValueError, match="key=value"):
         parse_override("nonsense")
+
+
+def test_shorthand_sets_both_components_and_presets_set_both():
+    cfg = get_config("optimized", {"attention": "mha-fast", "mlp": "sequential"})
+    assert (cfg.fusion.attention, cfg.box_head.attention) == ("mha-fast", "mha-fast")
+    assert (cfg.fusion.mlp, cfg.box_head.mlp) == ("sequential", "sequential")
+    base = get_config("baseline")
+    assert (base.fusion.attention, base.box_head.attention, base.fusion.mlp, base.box_head.mlp) == (
+        "mha", "mha", "sequential", "sequential")
+
+
+def test_legacy_config_keeps_its_old_meaning_with_a_warning():
+    old = get_config("baseline").to_dict()
+    del old["box_head"]["attention"], old["fusion"]["mlp"]  # what a checkpoint of ovd-bench 0.1.0 holds
+    with pytest.warns(UserWarning, match="box_head.attention='mha'"):
+        cfg = DetectorConfig.from_dict(old)
+    assert (cfg.box_head.attention, cfg.fusion.mlp) == ("mha", "sequential")
+    new = get_config("optimized").to_dict()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert DetectorConfig.from_dict(new) == get_config("optimized")

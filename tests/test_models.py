@@ -69,8 +69,8 @@ def test_attention_padding_is_ignored():
 
 def test_whole_detector_attention_arms_agree_with_copied_weights():
     torch.manual_seed(0)
-    ref = ovd.create_model("optimized-tiny", {"fusion.attention": "mha"}).eval()
-    other = ovd.create_model("optimized-tiny", {"fusion.attention": "sdpa"}).eval()
+    ref = ovd.create_model("optimized-tiny", {"attention": "mha"}).eval()  # short-hand: fusion and decoder
+    other = ovd.create_model("optimized-tiny", {"attention": "sdpa"}).eval()
     state = {}
     for key, value in ref.state_dict().items():
         state[key] = value
@@ -210,3 +210,31 @@ def test_text_encoder_from_config_only_folder(tmp_path):
     assert sum(p.numel() for p in model.text_encoder.model.parameters()) == 22_713_216
     with pytest.raises(RuntimeError, match="text.name_or_path"):
         ovd.create_model("optimized-tiny", {"text.name_or_path": str(tmp_path)})
+
+
+def _attention_impls(module) -> set:
+    return {m.impl for m in module.modules() if isinstance(m, CrossAttention)}
+
+
+def _mlp_kinds(module) -> set:
+    from torchvision.ops import MLP
+
+    return {"torchvision" if isinstance(m, MLP) else "sequential" for m in module.modules()
+            if isinstance(m, torch.nn.Sequential) and any(isinstance(c, torch.nn.Linear) for c in m)}
+
+
+@pytest.mark.parametrize("key, value, fusion_expect, head_expect", [
+    ("fusion.attention", "mha", ({"mha"}, None), ({"sdpa"}, None)),
+    ("box_head.attention", "mha-fast", ({"sdpa"}, None), ({"mha-fast"}, None)),
+    ("attention", "mha", ({"mha"}, None), ({"mha"}, None)),
+    ("fusion.mlp", "sequential", (None, {"sequential"}), (None, {"torchvision"})),
+    ("box_head.mlp", "sequential", (None, {"torchvision"}), (None, {"sequential"})),
+    ("mlp", "sequential", (None, {"sequential"}), (None, {"sequential"})),
+])
+def test_each_switch_reaches_exactly_its_component(key, value, fusion_expect, head_expect):
+    model = ovd.create_model("optimized-tiny", {key: value})
+    for part, (attn, mlp) in ((model.fusion, fusion_expect), (model.box_head, head_expect)):
+        if attn is not None:
+            assert _attention_impls(part) == attn, (key, type(part).__name__)
+        if mlp is not None:
+            assert _mlp_kinds(part) == mlp, (key, type(part).__name__)

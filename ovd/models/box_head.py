@@ -37,7 +37,7 @@ def box_sine_embedding(boxes: torch.Tensor, dim: int) -> torch.Tensor:
 class DecoderLayer(nn.Module):
     """Self-attention among queries, cross-attention to image tokens, FFN (post-norm, as DETR)."""
 
-    def __init__(self, dim: int, num_heads: int, attention: str, mlp: str, ffn_ratio: float,
+    def __init__(self, *, dim: int, num_heads: int, attention: str, mlp: str, ffn_ratio: float,
                  dropout: float) -> None:
         super().__init__()
         self.self_attn = CrossAttention(dim, num_heads, impl=attention, dropout=dropout)
@@ -55,7 +55,10 @@ class DecoderLayer(nn.Module):
 
 
 class BoxHead(nn.Module):
-    def __init__(self, dim: int, num_queries: int, num_decoder_layers: int, num_heads: int,
+    """Decoder + box/alignment heads. ``attention`` (config ``box_head.attention``) reaches the decoder's
+    self- and cross-attention only; ``mlp`` (``box_head.mlp``) every MLP of this head only."""
+
+    def __init__(self, *, dim: int, num_queries: int, num_decoder_layers: int, num_heads: int,
                  attention: str, mlp: str, similarity: str, query_init: str,
                  ffn_ratio: float = 4.0, dropout: float = 0.0) -> None:
         super().__init__()
@@ -64,7 +67,9 @@ class BoxHead(nn.Module):
         self.similarity = similarity
         self.query_init = query_init
         self.layers = nn.ModuleList(
-            DecoderLayer(dim, num_heads, attention, mlp, ffn_ratio, dropout) for _ in range(num_decoder_layers)
+            DecoderLayer(dim=dim, num_heads=num_heads, attention=attention, mlp=mlp, ffn_ratio=ffn_ratio,
+                         dropout=dropout)
+            for _ in range(num_decoder_layers)
         )
         self.query_pos_mlp = build_mlp(mlp, dim, dim, dim, num_layers=2)
         self.bbox_mlp = build_mlp(mlp, dim, dim, 4, num_layers=3)

@@ -9,7 +9,7 @@ from .layers import CrossAttention, build_mlp
 
 
 class FusionLayer(nn.Module):
-    def __init__(self, dim: int, num_heads: int, attention: str, mlp: str, ffn_ratio: float,
+    def __init__(self, *, dim: int, num_heads: int, attention: str, mlp: str, ffn_ratio: float,
                  dropout: float) -> None:
         super().__init__()
         self.norm_attn = nn.LayerNorm(dim)
@@ -25,13 +25,17 @@ class FusionLayer(nn.Module):
 
 class Fusion(nn.Module):
     """image_tokens (B, N, D), image_pos (B, N, D), text_tokens (B, T, D),
-    text_padding_mask (B, T) bool True = padding -> fused image tokens (B, N, D)."""
+    text_padding_mask (B, T) bool True = padding -> fused image tokens (B, N, D).
 
-    def __init__(self, dim: int, num_layers: int, num_heads: int, attention: str, mlp: str,
+    ``attention`` and ``mlp`` (config ``fusion.attention`` / ``fusion.mlp``) reach these layers only."""
+
+    def __init__(self, *, dim: int, num_layers: int, num_heads: int, attention: str, mlp: str,
                  ffn_ratio: float = 4.0, dropout: float = 0.0) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            FusionLayer(dim, num_heads, attention, mlp, ffn_ratio, dropout) for _ in range(num_layers)
+            FusionLayer(dim=dim, num_heads=num_heads, attention=attention, mlp=mlp, ffn_ratio=ffn_ratio,
+                        dropout=dropout)
+            for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(dim)
 
