@@ -117,25 +117,22 @@ class Batch:
 
 
 def make_batch(model, batch_size: int, device, seed: int = 0) -> Batch:
+    """A fixed random batch through the model's own input processor (``model.processor``: the one the
+    dataset, the collator and ``predict`` use), with three target boxes per image for the fixed
+    :data:`CAPTION`'s :data:`PHRASES`."""
     import torch
 
-    from ovd.models.detector import IMAGENET_MEAN, IMAGENET_STD
+    from ovd.data.positive_map import build_positive_map
 
     g = torch.Generator().manual_seed(seed)
     s = model.config.image.image_size
     raw = torch.rand(batch_size, 3, s, s, generator=g)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    images = (raw - mean) / std
+    images, _sizes = model.processor.images(raw)
     captions = [CAPTION] * batch_size
     enc = model.tokenize(captions)
     T = enc["input_ids"].shape[1]
-    offsets = enc["offset_mapping"][0]
-    pos = torch.zeros(len(PHRASES), T)
-    for i, phrase in enumerate(PHRASES):
-        start = CAPTION.index(phrase)
-        end = start + len(phrase)
-        pos[i] = ((offsets[:, 0] < end) & (offsets[:, 1] > start)).float()
+    spans = [[(CAPTION.index(p), CAPTION.index(p) + len(p))] for p in PHRASES]
+    pos = build_positive_map(enc["offset_mapping"][0], spans, T)  # (3, T)
     targets = []
     for _ in range(batch_size):
         cxcy = torch.rand(len(PHRASES), 2, generator=g) * 0.6 + 0.2

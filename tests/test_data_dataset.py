@@ -116,7 +116,7 @@ def test_collate_empty_caption(main_dataset, tokenizer):
 
 def test_collate_truncation_warns_and_drops_lost_phrases(main_dataset, tokenizer):
     item = main_dataset[0]  # [CLS] a man and two dogs play ... ; max 4 keeps [CLS] a man [SEP]
-    with pytest.warns(UserWarning, match=r"truncated to 4 tokens: 'A man and two dogs.*phrases dropped: \['two dogs'\]"):
+    with pytest.warns(UserWarning, match=r"truncated to text.max_tokens=4 tokens: 'A man and two dogs.*phrases dropped: \['two dogs'\]"):
         batch = GroundingCollator(tokenizer, max_tokens=4)([item])
     assert batch["input_ids"].shape == (1, 4)
     assert batch["targets"][0]["boxes"].shape == (1, 4)  # B and C lost their only phrase

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import torch
 
+from ..processor import InputProcessor
 from .errors import DataError
 from .positive_map import build_positive_map, phrase_token_mask
 
@@ -31,44 +31,30 @@ class GroundingCollator:
     def __init__(self, tokenizer, max_tokens: int = 64) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError("GroundingCollator needs a fast (Rust) tokenizer for offset mappings")
+        # Images are already tensors here (the dataset used the same processor's image path).
+        self.processor = InputProcessor(tokenizer, image_size=1, max_tokens=max_tokens)
         self.tokenizer = tokenizer
         self.max_tokens = int(max_tokens)
 
-    def tokenize(self, captions: Sequence[str]):
-        for caption in captions:
-            if not caption.strip():
-                raise DataError("empty caption: every sample needs text to ground")
-        return self.tokenizer(
-            list(captions),
-            padding="longest",
-            truncation=True,
-            max_length=self.max_tokens,
-            return_offsets_mapping=True,
-            return_tensors="pt",
-        )
-
     def __call__(self, items: Sequence[dict]) -> dict:
+        names = [f"caption of image {item['image_id']!r} sentence {item['sentence_id']}" for item in items]
         for item in items:
             if not item["caption"].strip():
                 raise DataError(f"image {item['image_id']!r} sentence {item['sentence_id']}: empty caption")
-        enc = self.tokenize([item["caption"] for item in items])
+        enc = self.processor.tokenize([item["caption"] for item in items], names, warn=False)
+        truncated = set(self.processor.truncated(enc))
         num_tokens = enc["input_ids"].shape[1]
         targets, meta = [], []
         for b, item in enumerate(items):
             offsets = enc["offset_mapping"][b]  # (T, 2)
-            truncated = bool(enc.encodings[b].overflowing)
             positive_map = build_positive_map(offsets, item["box_spans"], num_tokens)  # (N, T)
             boxes = item["boxes"]
             phrases = [dict(p, token_mask=phrase_token_mask(offsets, p.get("spans", [(p["char_start"], p["char_end"])]))) for p in item["phrases"]]
-            if truncated:
+            if b in truncated:
                 lost = [p["text"] for p in phrases if not p["token_mask"].any()]
                 keep = positive_map.any(dim=1)  # a box with no token left cannot be matched to text
-                warnings.warn(
-                    f"caption of image {item['image_id']!r} sentence {item['sentence_id']} truncated to "
-                    f"{self.max_tokens} tokens: {item['caption']!r}; phrases dropped: {lost}; "
-                    f"boxes dropped: {int((~keep).sum())}",
-                    stacklevel=2,
-                )
+                self.processor.warn_truncated(item["caption"], names[b], lost_phrases=lost,
+                                              lost_boxes=int((~keep).sum()))
                 boxes, positive_map = boxes[keep], positive_map[keep]
                 phrases = [p for p in phrases if p["token_mask"].any()]
             targets.append({"boxes": boxes, "positive_map": positive_map})

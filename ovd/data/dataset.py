@@ -19,20 +19,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
 from torch.utils.data import Dataset
 
 from ..boxes import pixel_xyxy_to_normalized_cxcywh
+from ..processor import image_to_tensor
 from .errors import DataError
 from .images import image_size, load_image
 from .records import BoxAnnotation, GroundingRecord, Phrase, Span
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 @dataclass
 class Sample:
@@ -114,7 +110,8 @@ class GroundingDataset(Dataset):
     """Image-caption grounding samples.
 
     Item (a dict):
-        "image":       float (3, S, S), square resize (aspect not kept), ImageNet-normalized
+        "image":       float (3, S, S), square resize (aspect not kept), ImageNet-normalized, by
+                       ``ovd.processor.image_to_tensor`` (the same path as ``model.predict``)
         "image_id":    str;  "sentence_id": int;  "caption": str;  "orig_size": (H, W)
         "boxes":       float (N, 4) normalized cxcywh in [0, 1]: unique GT boxes of the chains
                        this caption mentions
@@ -158,9 +155,8 @@ class GroundingDataset(Dataset):
         return img
 
     def to_tensor(self, img: Image.Image) -> torch.Tensor:
-        """PIL RGB -> float (3, S, S), ImageNet-normalized."""
-        img = img.resize((self.image_size, self.image_size), Image.BILINEAR)
-        return TF.normalize(TF.to_tensor(img), IMAGENET_MEAN, IMAGENET_STD)
+        """PIL RGB -> float (3, S, S), ImageNet-normalized (the shared input processor's image path)."""
+        return image_to_tensor(img, self.image_size)
 
     def __getitem__(self, index: int) -> dict:
         s = self.samples[index]

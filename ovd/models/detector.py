@@ -6,23 +6,20 @@ values. Config is translated to explicit arguments here, at the edge (``from_con
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
+from functools import cached_property
 
 import torch
 from torch import nn
 
 from ..boxes import normalized_cxcywh_to_pixel_xyxy
 from ..config import DetectorConfig
+from ..data.positive_map import phrase_token_mask
+from ..processor import InputProcessor, join_phrases
 from .box_head import BoxHead
 from .fusion import Fusion
 from .image_encoder import ImageEncoder
 from .text_encoder import TextEncoder, load_tokenizer
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-PHRASE_SEPARATOR = " . "  # joins a list of phrases into one prompt, as Grounding DINO does
-
 
 class OpenVocabDetector(nn.Module):
     def __init__(self, image_encoder: ImageEncoder, text_encoder: TextEncoder, fusion: Fusion,
@@ -57,7 +54,12 @@ class OpenVocabDetector(nn.Module):
 
     @property
     def tokenizer(self):
-        return load_tokenizer(self.config.text.name_or_path)
+        return self.processor.tokenizer
+
+    @cached_property
+    def processor(self) -> InputProcessor:
+        """The shared input processor (the same one the dataset and collator use)."""
+        return InputProcessor.from_config(self.config)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) ids and mask -> (B, T, D) projected text tokens (cacheable for fixed prompts)."""
@@ -86,40 +88,14 @@ class OpenVocabDetector(nn.Module):
 
     # -- inference API ------------------------------------------------------------------
     def tokenize(self, captions: Sequence[str]) -> dict:
-        """Tokenize captions (padding to the longest, truncating at text.max_tokens with a warning)."""
-        for i, c in enumerate(captions):
-            if not c or not c.strip():
-                raise ValueError(f"prompt {i} is empty; give a caption or a list of phrases")
-        tok = self.tokenizer
-        max_tokens = self.config.text.max_tokens
-        enc = tok(list(captions), padding="longest", truncation=True, max_length=max_tokens,
-                  return_offsets_mapping=True, return_tensors="pt")
-        full_lengths = [len(ids) for ids in tok(list(captions), truncation=False)["input_ids"]]
-        for caption, n in zip(captions, full_lengths):
-            if n > max_tokens:
-                warnings.warn(f"prompt of {n} tokens truncated to text.max_tokens={max_tokens}: "
-                              f"{caption[:80]!r}...", stacklevel=3)
-        return enc
+        """Tokenize captions (padding to the longest, truncating at text.max_tokens with a warning):
+        ``self.processor.tokenize``."""
+        return self.processor.tokenize(captions)
 
     def preprocess(self, images) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """PIL images or a float tensor batch (B, 3, H, W) in [0, 1] -> normalized (B, 3, S, S)
-        at the model's input size, plus each image's original (H, W)."""
-        from torchvision.transforms.v2 import functional as TF
-
-        size = self.config.image.image_size
-        if isinstance(images, torch.Tensor):
-            if images.ndim != 4 or images.shape[1] != 3:
-                raise ValueError(f"image tensor must be (B, 3, H, W), got {tuple(images.shape)}")
-            sizes = [tuple(images.shape[-2:])] * images.shape[0]
-            batch = TF.resize(images.float(), [size, size], antialias=True)
-        else:
-            tensors, sizes = [], []
-            for img in images:
-                img = img.convert("RGB")
-                sizes.append((img.height, img.width))
-                tensors.append(TF.resize(TF.to_image(img), [size, size], antialias=True))
-            batch = torch.stack(tensors).float() / 255.0
-        batch = TF.normalize(batch, IMAGENET_MEAN, IMAGENET_STD)
+        at the model's input size on the model's device, plus each image's original (H, W)."""
+        batch, sizes = self.processor.images(images)
         device = next(self.parameters()).device
         return batch.to(device), sizes
 
@@ -147,17 +123,9 @@ class OpenVocabDetector(nn.Module):
                     captions.append(p)
                     phrase_spans.append(None)
                 else:
-                    phrases = [s.strip() for s in p]
-                    if not phrases or any(not s for s in phrases):
-                        raise ValueError(f"phrase list {list(p)!r} is empty or holds an empty phrase")
-                    caption, spans = "", []
-                    for s in phrases:
-                        if caption:
-                            caption += PHRASE_SEPARATOR
-                        spans.append((len(caption), len(caption) + len(s)))
-                        caption += s
+                    caption, spans = join_phrases(p)
                     captions.append(caption)
-                    phrase_spans.append((phrases, spans))
+                    phrase_spans.append(([s.strip() for s in p], spans))
             enc = self.tokenize(captions)
             device = batch.device
             out = self(batch, enc["input_ids"].to(device), enc["attention_mask"].to(device))
@@ -182,8 +150,8 @@ class OpenVocabDetector(nn.Module):
         if phrase_spans is not None:
             phrases, spans = phrase_spans
             best, best_score = phrases[0], -1.0
-            for phrase, (s, e) in zip(phrases, spans):
-                in_span = (offsets[:, 0] < e) & (offsets[:, 1] > s)
+            for phrase, span in zip(phrases, spans):
+                in_span = phrase_token_mask(offsets, [span])
                 if in_span.any():
                     score = token_probs[in_span].mean().item()
                     if score > best_score:
