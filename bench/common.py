@@ -62,23 +62,20 @@ def now(device) -> float:
 
 
 def resolve_precision(precision: str, device) -> str:
-    """Config precision -> what actually runs: "fp32", "fp16" or "bf16".
+    """Config precision -> what actually runs: "fp32", "fp16" or "bf16" (``ovd.training.step``'s rule:
+    ``auto`` = fp16 autocast + GradScaler on CUDA, fp32 on the CPU)."""
+    from ovd.training.step import resolve_precision as resolve
 
-    ``auto`` means fp16 autocast + GradScaler on CUDA and fp32 on the CPU (the seed's behaviour)."""
-    dev = getattr(device, "type", str(device))
-    if precision == "auto":
-        return "fp16" if dev == "cuda" else "fp32"
-    return {"32-true": "fp32", "16-mixed": "fp16", "bf16-mixed": "bf16"}[precision]
+    return resolve(precision, getattr(device, "type", str(device).split(":")[0]))
 
 
 def autocast(precision: str, device):
-    """Context manager for a resolved precision ("fp32" is a no-op)."""
+    """Context manager for a resolved precision ("fp32" is a no-op): ``ovd.training.step.autocast``."""
     import torch
 
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+    from ovd.training.step import autocast as ovd_autocast
+
+    return ovd_autocast(precision, torch.device(device).type)
 
 
 #: Environment variable carrying `ovd-bench run --set` overrides (JSON) to the worker processes.
@@ -153,35 +150,23 @@ def build_model(preset: str, overrides: dict | None, device, seed: int = 0):
 
 
 def make_train_step(model, batch: Batch, device) -> Callable[[], float]:
-    """A full training step as the trainer does it: forward, loss with Hungarian matching, backward,
-    gradient clipping, AdamW step, at the config's precision. Returns a closure -> loss value."""
+    """The training step ``ovd train`` runs (``ovd.training.step.TrainStep``: forward, loss with Hungarian
+    matching, backward, gradient clipping, AdamW over the trainer's parameter groups, the progress
+    schedule, at the config's precision), on a fixed batch. Returns a closure -> loss value."""
     import torch
 
     from ovd.training.losses import build_criterion
+    from ovd.training.step import build_train_step
 
-    cfg = model.config
-    precision = resolve_precision(cfg.train.precision, device)
-    criterion = build_criterion(cfg.loss)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.train.lr, betas=tuple(cfg.train.betas), eps=cfg.train.eps,
-                            weight_decay=cfg.train.weight_decay)
-    scaler = torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
+    step = build_train_step(model, model.config.train, build_criterion(model.config.loss), torch.device(device).type)
+    inputs = {"images": batch.images, "input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+              "targets": batch.targets}
     model.train()
 
-    def step() -> float:
-        opt.zero_grad(set_to_none=True)
-        with autocast(precision, device):
-            out = model(batch.images, batch.input_ids, batch.attention_mask)
-        loss = criterion(out, batch.targets)["total_loss"]
-        scaler.scale(loss).backward()
-        if cfg.train.grad_clip:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        return float(loss.detach())
+    def run() -> float:
+        return float(step(inputs)["total_loss"])
 
-    return step
+    return run
 
 
 def make_forward(model, batch: Batch, device) -> Callable[[], Any]:

@@ -1,7 +1,11 @@
 """A thin LightningModule over :class:`~ovd.models.detector.OpenVocabDetector`.
 
-One shared step for train/val/test; namespaced log keys (``train/total_loss``, ``val/mAP50``...).
-Checkpoints carry the config as a plain dict so they load with ``torch.load(weights_only=True)``.
+Training runs :class:`~ovd.training.step.TrainStep` (manual optimization): the same step object the
+benchmark times, owning precision (autocast, GradScaler), gradient clipping, the optimizer's parameter
+groups and the progress schedule; so the Trainer runs at "32-true" with no ``gradient_clip_val``
+(:func:`ovd.training.run.trainer_precision` says so). Validation/test share one forward+loss path.
+Namespaced log keys (``train/total_loss``, ``val/mAP50``...). Checkpoints carry the config as a plain dict
+so they load with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -16,11 +20,9 @@ from ..config import DetectorConfig
 from ..models.detector import OpenVocabDetector
 from .losses import build_criterion
 from .metrics import GroundingEvaluator
-from .schedules import lr_factor
+from .step import NonFiniteLossError, ProgressSchedule, TrainStep, autocast, build_optimizer, resolve_precision
 
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised when the training loss is NaN or infinite; the last good checkpoint is kept."""
+__all__ = ["DetectorModule", "NonFiniteLossError", "load_checkpoint"]
 
 
 class DetectorModule(L.LightningModule):
@@ -39,6 +41,8 @@ class DetectorModule(L.LightningModule):
         self.total_steps = total_steps
         self.time_budget_s = time_budget_s
         self.train_seconds = 0.0  # advanced by TimeBudget in time-budgeted runs
+        self.automatic_optimization = False  # TrainStep does backward, clipping, optimizer and schedule
+        self._train_step: TrainStep | None = None
 
     # -- progress and optimizers ---------------------------------------------------------
     def progress(self) -> float:
@@ -53,52 +57,51 @@ class DetectorModule(L.LightningModule):
         return min(1.0, self.global_step / total)
 
     def configure_optimizers(self):
-        cfg = self.config.train
-        backbone = list(self.model.image_encoder.backbone_parameters())
-        backbone_ids = {id(p) for p in backbone}
-        text = [p for p in self.model.text_encoder.model.parameters() if p.requires_grad]
-        text_ids = {id(p) for p in text}
-        rest = [p for p in self.model.parameters()
-                if p.requires_grad and id(p) not in backbone_ids and id(p) not in text_ids]
-        groups = [{"params": rest, "lr": cfg.lr, "name": "head"},
-                  {"params": [p for p in backbone if p.requires_grad], "lr": cfg.backbone_lr, "name": "backbone"}]
-        if text:
-            groups.append({"params": text, "lr": cfg.text_lr, "name": "text"})
-        optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda _: lr_factor(cfg.scheduler, self.progress(), cfg.warmup_fraction))
+        optimizer = build_optimizer(self.model, self.config.train)
+        scheduler = ProgressSchedule(optimizer, self.config.train, self.progress)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    @property
+    def precision_name(self) -> str:
+        """What runs: "fp32", "fp16" or "bf16" (``train.precision`` on this module's device)."""
+        return resolve_precision(self.config.train.precision, self.device.type)
+
+    def train_step(self) -> TrainStep:
+        """The shared training step over Lightning's optimizer and scheduler (built once per fit)."""
+        optimizer = self.optimizers()
+        if self._train_step is None or self._train_step.optimizer is not optimizer:
+            self._train_step = TrainStep(self.model, self.criterion, optimizer, self.lr_schedulers(),
+                                         precision=self.precision_name, grad_clip=self.config.train.grad_clip,
+                                         device_type=self.device.type, backward=self.manual_backward)
+        return self._train_step
 
     # -- steps ---------------------------------------------------------------------------
     def forward(self, batch: dict) -> dict:
+        """A collated batch (see ``GroundingCollator``) -> the detector's outputs."""
         return self.model(batch["images"], batch["input_ids"], batch["attention_mask"])
 
-    def _shared_step(self, batch: dict, stage: str) -> tuple[dict, dict]:
-        outputs = self(batch)
+    def _eval_step(self, batch: dict, stage: str) -> dict:
+        with autocast(self.precision_name, self.device.type):
+            outputs = self(batch)
         losses = self.criterion(outputs, batch["targets"])
-        bs = batch["images"].shape[0]
-        self.log(f"{stage}/total_loss", losses["total_loss"], batch_size=bs, prog_bar=stage == "train",
-                 on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train")
-        return outputs, losses
+        self.log(f"{stage}/total_loss", losses["total_loss"], batch_size=batch["images"].shape[0],
+                 on_step=False, on_epoch=True, sync_dist=True)
+        return outputs
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        _, losses = self._shared_step(batch, "train")
-        loss = losses["total_loss"]
-        if not torch.isfinite(loss):
-            details = {k: float(v) for k, v in losses.items() if not torch.isfinite(v)}
-            raise NonFiniteLossError(
-                f"non-finite training loss at step {self.global_step} ({details}); stopping. The last good "
-                "checkpoint is kept; lower train.lr or use train.precision=32-true and resume from it.")
-        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, prog_bar=False)
-        return loss
+        step = self.train_step()
+        step.steps = self.global_step  # the step number in NonFiniteLossError's message
+        losses = step(batch)
+        self.log("train/total_loss", losses["total_loss"], batch_size=batch["images"].shape[0], prog_bar=True,
+                 on_step=True, on_epoch=False)
+        self.log("lr", step.optimizer.param_groups[0]["lr"], on_step=True, prog_bar=False)
+        return losses["total_loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        outputs, _ = self._shared_step(batch, "val")
-        self.evaluator.update(outputs, batch["meta"])
+        self.evaluator.update(self._eval_step(batch, "val"), batch["meta"])
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        outputs, _ = self._shared_step(batch, "test")
-        self.evaluator.update(outputs, batch["meta"])
+        self.evaluator.update(self._eval_step(batch, "test"), batch["meta"])
 
     def on_validation_epoch_start(self) -> None:
         self.evaluator.reset()
@@ -142,7 +145,9 @@ class DetectorModule(L.LightningModule):
         try:
             for batch in dataloader:
                 batch = self.transfer_batch_to_device(batch, self.device, 0)
-                evaluator.update(self(batch), batch["meta"])
+                with autocast(self.precision_name, self.device.type):
+                    outputs = self(batch)
+                evaluator.update(outputs, batch["meta"])
             return {k: float(v) for k, v in evaluator.compute().items()}
         finally:
             self.train(was_training)

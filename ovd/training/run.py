@@ -19,11 +19,20 @@ log = logging.getLogger(__name__)
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
-    """``auto`` is the seed's behaviour: fp16 mixed precision on a GPU, fp32 on the CPU."""
+    """``auto`` is the seed's behaviour: fp16 mixed precision on a GPU, fp32 on the CPU. Returns Lightning's
+    name of what the training step runs (the step itself applies it: see :func:`trainer_kwargs`)."""
     if precision != "auto":
         return precision
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     return "16-mixed" if on_gpu else "32-true"
+
+
+def trainer_kwargs() -> dict:
+    """What the Lightning Trainer must be given for :class:`~ovd.training.module.DetectorModule`: the shared
+    training step (``ovd.training.step.TrainStep``) owns autocast, the GradScaler and gradient clipping, so the
+    Trainer runs at "32-true" with no ``gradient_clip_val`` (Lightning refuses automatic clipping under
+    manual optimization, and a second autocast would only hide which precision ran)."""
+    return {"precision": "32-true"}
 
 
 def limit_threads() -> None:
@@ -121,10 +130,9 @@ def train_and_evaluate(config: DetectorConfig, data_root: str | None = None, max
     budget = TimeBudget(max_time_s, eval_every_s, dm.val_dataloader(), target_map50, progress)
     precision = resolve_precision(config.train.precision, accelerator)
     trainer = L.Trainer(
-        accelerator=accelerator, devices=1, precision=precision, max_epochs=-1, max_steps=-1,
-        gradient_clip_val=config.train.grad_clip or None, callbacks=[budget], logger=False,
+        accelerator=accelerator, devices=1, max_epochs=-1, max_steps=-1, callbacks=[budget], logger=False,
         enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=out_dir or os.getcwd(),
+        num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=out_dir or os.getcwd(), **trainer_kwargs(),
     )
     trainer.fit(module, train_dataloaders=dm.train_dataloader())
     final = {}

@@ -1,0 +1,84 @@
+"""The one training step: ``ovd train`` (Lightning, manual optimization) and the benchmark run the same
+``TrainStep``, so after the same batches they hold the same weights."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+import ovd
+from ovd.data.synthetic import write_synthetic_dataset
+from ovd.training.module import DetectorModule
+from ovd.training.run import build_datamodule, trainer_kwargs
+from ovd.training.step import NonFiniteLossError, build_train_step, parameter_groups, resolve_precision
+
+
+@pytest.fixture(scope="module")
+def batches(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    write_synthetic_dataset(root, seed=2, num_train=8, num_val=2, num_test=2, num_novel=2)
+    cfg = ovd.get_config("optimized-tiny", {"train.batch_size": 4})
+    dm = build_datamodule(cfg, root)
+    dm.setup("fit")
+    return list(dm.train_dataloader())[:2]
+
+
+def test_lightning_and_the_benchmark_step_give_identical_weights(batches):
+    # no stochastic depth: Lightning's set-up may draw from torch's RNG, which would desynchronize the two runs
+    no_drop_path = dict(ovd.get_config("optimized-tiny").image.backbone_kwargs, drop_path_rate=0.0)
+    cfg = ovd.get_config("optimized-tiny", {"train.batch_size": 4, "train.scheduler": "onecycle",
+                                            "image.backbone_kwargs": no_drop_path})
+    steps = 3
+    data = [batches[i % len(batches)] for i in range(steps)]
+    torch.manual_seed(0)
+    module = DetectorModule(cfg, total_steps=steps)
+    twin = DetectorModule(cfg, total_steps=steps)
+    twin.load_state_dict(module.state_dict())
+    L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
+              enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0, **trainer_kwargs()
+              ).fit(module, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None))
+    twin.model.train()
+    holder = []  # progress = steps taken / total, what the Lightning module reads from global_step
+    step = build_train_step(twin.model, cfg.train, twin.criterion, "cpu",
+                            progress=lambda: holder[0].steps / steps if holder else 0.0)
+    holder.append(step)
+    for batch in data:
+        step(batch)
+    assert module.global_step == step.steps == steps
+    for (name, a), (_, b) in zip(module.model.named_parameters(), twin.model.named_parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
+    # the one-cycle schedule moved LR and AdamW's beta1 together, in both
+    lr_a = [g["lr"] for g in module.optimizers().param_groups]
+    assert lr_a == [g["lr"] for g in step.optimizer.param_groups]
+    assert module.optimizers().param_groups[0]["betas"][0] == step.optimizer.param_groups[0]["betas"][0] != 0.98
+
+
+def test_parameter_groups_cover_every_trainable_parameter_once():
+    cfg = ovd.get_config("optimized-tiny", {"train.backbone_lr": 3e-4})
+    model = ovd.create_model(cfg)
+    groups = parameter_groups(model, cfg.train)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == sum(1 for p in model.parameters() if p.requires_grad)
+    assert {g["name"]: g["lr"] for g in groups} == {"head": cfg.train.lr, "backbone": 3e-4}
+
+
+def test_non_finite_loss_raises_before_touching_the_weights(batches):
+    cfg = ovd.get_config("optimized-tiny")
+    model = ovd.create_model(cfg).train()
+
+    def nan_loss(outputs, targets):
+        return {"total_loss": outputs["pred_boxes"].sum() * float("nan")}
+
+    step = build_train_step(model, cfg.train, nan_loss, "cpu")
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(NonFiniteLossError, match="non-finite training loss at step 0"):
+        step(batches[0])
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_precision_resolution():
+    assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda") == "fp16"
+    assert resolve_precision("bf16-mixed", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="train.precision"):
+        resolve_precision("int8", "cpu")
