@@ -1,6 +1,6 @@
 """The accuracy section of REPORT.md is built from results rows only."""
 
-from bench.report_accuracy import accuracy_section, curve_table, final_table
+from bench.report.accuracy import accuracy_section, curve_table, final_table
 from bench.results import Results, Row
 
 

@@ -1,0 +1,93 @@
+"""The accuracy section: final seen/novel accuracy per trained variant (median [q1, q3] over seeds),
+the evaluation curve (median over seeds per evaluation minute) and its plot (per-seed lines and the
+median, against training time and against samples seen)."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from ..results import Results
+from . import accuracy_data as acc
+from . import plots, provenance
+from .format import md, ok_row
+from .judge import censored_quartiles, describe_times
+
+FINAL_METRICS = (("val mAP50", "accuracy/val/mAP50"), ("val mAP", "accuracy/val/mAP"), ("val R@1", "accuracy/val/R@1"),
+                 ("novel mAP50", "accuracy/novel/mAP50"), ("novel mAP", "accuracy/novel/mAP"),
+                 ("novel R@1", "accuracy/novel/R@1"))
+
+
+def _fraction(row) -> str:
+    if row is None:
+        return "-"
+    s = f"{row.value:.3f}"
+    if row.stats and row.stats.n > 1:
+        s += f" [{row.stats.q1:.3f}, {row.stats.q3:.3f}]"
+    return s
+
+
+def final_table(res: Results) -> list[dict]:
+    """One row per trained variant: budget, seeds, steps and samples (median over seeds), final
+    accuracy (median [q1, q3]) and time to the target (censored: missed = more than the budget)."""
+    out = []
+    for v, runs in acc.runs(res).items():
+        budgets = sorted({r.budget_s for r in runs if r.budget_s is not None})
+        samples = [r.curve[-1].get("samples") for r in runs if r.curve and r.curve[-1].get("samples") is not None]
+        tt = res.get(v, acc.TTT)
+        rec = {"variant": v, "budget (training s)": ", ".join(f"{b:g}" for b in budgets) or "-", "seeds": len(runs),
+               "steps": (tt.extra or {}).get("steps", "-") if tt is not None else "-",
+               "samples": f"{statistics.median(samples):.0f}" if samples else "-"}
+        for label, metric in FINAL_METRICS:
+            rec[label] = _fraction(ok_row(res, v, metric))
+        target = next((r.target for r in runs if r.target is not None), None)
+        q = censored_quartiles([r.time_to_target_s for r in runs], [r.budget_s or float("nan") for r in runs])
+        text = describe_times(q)
+        rec[f"time to val mAP50 >= {target}"] = "not reached" if q["reached"] == 0 and len(runs) == 1 else text
+        out.append(rec)
+    return out
+
+
+def curve_table(res: Results) -> list[dict]:
+    """One row per evaluation minute (rounded to 0.1); per variant the median over seeds of
+    mAP50 / R@1 at that minute."""
+    by_minute: dict[float, dict] = {}
+    for v, runs in acc.runs(res).items():
+        cells: dict[float, list] = {}
+        for r in runs:
+            for p in r.curve:
+                minute = round(acc.point_time(p) / 60.0, 1)
+                cells.setdefault(minute, []).append((p.get("val/mAP50", float("nan")), p.get("val/R@1", float("nan"))))
+        for minute, pts in cells.items():
+            rec = by_minute.setdefault(minute, {"training minutes": minute})
+            m50 = statistics.median(p[0] for p in pts)
+            r1 = statistics.median(p[1] for p in pts)
+            rec[f"{v} mAP50 / R@1"] = f"{m50:.3f} / {r1:.3f}" + (f" (n={len(pts)})" if len(runs) > 1 else "")
+    return [by_minute[k] for k in sorted(by_minute)]
+
+
+def curve_plot(res: Results, out_dir: Path) -> str | None:
+    runs = acc.runs(res)
+    target = next((r.target for rs in runs.values() for r in rs if r.target is not None), None)
+    return plots.accuracy_curves(runs, Path(out_dir), target)
+
+
+def accuracy_section(res: Results, out_dir: str | Path, label: str | None = None) -> list[str]:
+    """Markdown parts; ``label`` names the run when it is not the report's own (the accuracy profile)."""
+    if not acc.runs(res):
+        return []
+    parts = ["\n## Accuracy after a time-budgeted training run (built-in synthetic set)\n"]
+    if label:
+        parts.append("\n".join(provenance.lines(res, label)) + "\n\n")
+    parts += ["Each variant trains from scratch (random image backbone, frozen pretrained text encoder) for the "
+              "stated budget of training seconds on the run's machine, once per seed; evaluation time is excluded "
+              "from the budget. Values are the median [q1, q3] over seeds. `val` holds seen attribute/shape "
+              "combinations, `novel` holds a colour, a shape and combinations never seen in training. mAP: "
+              "COCO-style over phrases (each phrase of a caption is a class); R@1: Flickr30k Entities ANY-BOX "
+              "Recall@1 (MDETR's protocol). A seed that missed the target counts as more than its budget.\n",
+              md(final_table(res)), "\n### Curve (val split, median over seeds)\n", md(curve_table(res))]
+    png = curve_plot(res, Path(out_dir))
+    if png:
+        parts.append(f"\n![{png}]({png})\n")
+    return parts
+

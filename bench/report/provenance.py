@@ -1,0 +1,58 @@
+"""Which code produced a results file: commit, dirty flag, source hash, and whether rows come from
+more than one source hash (a resumed run across edits). Uses ``bench.env.provenance_summary`` when it
+exists, else reads the run's and every task's recorded environment."""
+
+from __future__ import annotations
+
+from ..results import Results
+
+
+def _fallback_summary(res: Results) -> dict:
+    envs = [res.environment] + [t.get("environment") or {} for t in res.tasks.values() if isinstance(t, dict)]
+    commits = sorted({str(e["git_commit"]) for e in envs if e.get("git_commit")})
+    hashes = {str(h) for e in envs if e.get("source_hash") for h in [e["source_hash"]]}
+    hashes |= {str(h) for h in res.environment.get("source_hashes") or []}
+    return {"commits": commits, "source_hashes": sorted(hashes), "mixed": len(hashes) > 1,
+            "current_source_hash": None}
+
+
+def summary(res: Results) -> dict:
+    """{"commits": [...], "source_hashes": [...], "mixed": bool, "current_source_hash": str | None}."""
+    try:
+        from ..env import provenance_summary
+    except ImportError:  # bench.env without it (older tree): read the recorded environments ourselves
+        return _fallback_summary(res)
+    return provenance_summary(res)
+
+
+UNKNOWN = "unknown"
+
+
+def _short(h: str | None, n: int = 12) -> str:
+    return f"`{h[:n]}`" if h and h != UNKNOWN else "unknown"
+
+
+def lines(res: Results, label: str = "This report") -> list[str]:
+    """Markdown lines naming the run (command, date), commit(s), dirty flag and source hash(es)."""
+    env = res.environment
+    s = summary(res)
+    commit = env.get("git_commit") or (s["commits"][0] if len(s["commits"]) == 1 else None)
+    dirty = env.get("git_dirty")
+    src = env.get("source_hash") or (s["source_hashes"][0] if len(s["source_hashes"]) == 1 else None)
+    out = [f"{label}: `{res.command or env.get('command') or '?'}` on {env.get('date_utc', '?')}, commit "
+           f"{_short(commit)}" + (" with uncommitted changes under ovd/ or bench/" if dirty else
+                                  "" if dirty is False else " (dirty state unknown)")
+           + f", source hash {_short(src)}."]
+    if len(s["commits"]) > 1:
+        out.append(f"**Rows come from {len(s['commits'])} commits**: " + ", ".join(_short(c) for c in s["commits"]) + ".")
+    if s["mixed"]:
+        out.append(f"**Rows come from {len(s['source_hashes'])} different source hashes** (a run resumed across code "
+                   "changes): " + ", ".join(_short(h) for h in s["source_hashes"]) + "; numbers from different "
+                   "sources are not strictly comparable.")
+    cur = s.get("current_source_hash")
+    if src in (None, UNKNOWN):
+        out.append("No source hash was recorded for these results (measured before the suite recorded one): "
+                   "whether the current code would measure the same cannot be checked.")
+    elif cur and not s["mixed"] and cur != src:
+        out.append(f"The code rendering this report (source hash {_short(cur)}) differs from the code that measured it.")
+    return out

@@ -1,0 +1,317 @@
+"""The report from planted results: interval verdicts, rows that grade what the claim says,
+seeds and censored times, provenance at the top, peer targets per batch, plots, and the layering."""
+
+import ast
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+import bench.report as report
+from bench.report import judge, plots, seed
+from bench.report.format import fmt_ratio, md
+from bench.report.judge import censored_quartiles, censored_ratio, fmt_change, verdict
+from bench.report.peers import peer_targets
+from bench.results import Results, Row, Stats
+
+
+def row(variant, metric, samples, unit="", **extra):
+    st = Stats.of(samples)
+    return Row(variant, metric, st.median, unit, list(samples), st, extra=dict(extra))
+
+
+PAIR = {"baseline": {"group": "main"}, "optimized": {"group": "main", "reference": "baseline"}}
+
+
+def planted(rows, variants=None, profile=None, tasks=None, environment=None) -> Results:
+    return Results(rows=rows, variants=variants or dict(PAIR), tasks=tasks or {},
+                   environment=environment or {"machine_kind": "cpu-test", "git_commit": "a" * 40},
+                   profile={"pair": ["baseline", "optimized"], "infer_batch": 4, "train_batch": 4, **(profile or {})})
+
+
+def by_row(table):
+    return {r["Row"]: r for r in table}
+
+
+# -- 1. interval verdicts --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lo, hi, expected", [
+    (2.1, 2.4, "holds"),          # the whole interval meets >= 2x
+    (1.8, 2.3, "inconclusive"),   # straddles 2x
+    (1.3, 1.7, "partly"),         # a gain, all of it short of 2x
+    (0.95, 1.1, "does not hold"),  # no established gain
+    (0.7, 0.9, "does not hold"),
+])
+def test_gain_verdict_on_the_interval(lo, hi, expected):
+    assert verdict((lo + hi) / 2, 2.0, True, lo, hi) == expected
+
+
+@pytest.mark.parametrize("lo, hi, expected", [
+    (0.40, 0.48, "holds"), (0.45, 0.55, "inconclusive"), (0.6, 0.8, "partly"), (0.9, 1.1, "does not hold")])
+def test_reduction_verdict_on_the_interval(lo, hi, expected):
+    assert verdict((lo + hi) / 2, 0.5, False, lo, hi) == expected
+
+
+def test_a_verdict_never_contradicts_its_interval():
+    rng = random.Random(0)
+    for _ in range(2000):
+        lo = rng.uniform(0.2, 3)
+        hi = lo + rng.uniform(0, 1.5)
+        claim, higher = rng.choice([(2.0, True), (0.5, False), (28 / 50, False)])
+        v = verdict((lo + hi) / 2, claim, higher, lo, hi)
+        meets = [x >= claim if higher else x <= claim for x in (lo, hi)]
+        assert (v == "holds") == all(meets)
+        assert (v == "inconclusive") == (any(meets) and not all(meets))
+        if v == "partly":
+            assert (lo > 1) if higher else (hi < 1)
+
+
+def test_planted_rows_get_each_verdict():
+    def res(after_fps):
+        return planted([row("baseline", "infer/fps_b4", [10, 10.5, 11]), row("optimized", "infer/fps_b4", after_fps)])
+
+    verdicts = {name: by_row(seed.seed_table(res(s)))["Inference Speed"]["Verdict"]
+                for name, s in [("holds", [23, 24, 25]), ("inconclusive", [19, 22, 25]), ("partly", [14, 15, 16]),
+                                ("does not hold", [10, 10.5, 11])]}
+    assert verdicts == {k: k for k in verdicts}
+    change = by_row(seed.seed_table(res([19, 22, 25])))["Inference Speed"]["Change"]
+    assert change.startswith("2.1x [") and "]" in change  # the interval is printed beside the ratio
+
+
+# -- time to target: bounds and digits -------------------------------------------------------------
+
+def test_ratio_digits_show_the_direction():
+    assert fmt_ratio(60.2 / 60) == "1.003"
+    assert fmt_ratio(0.5558, refs=(1.0, 0.556)) == "0.5558"  # "0.556" would read as meeting 0.556
+    assert fmt_ratio(3.3412) == "3.34"
+
+
+def _ttt(variant, value, budget, target=0.3):
+    extra = {"budget_s": budget, "target_map50": target, "curve": []}
+    return Row(variant, "accuracy/time_to_target_s", value, "s", stats=Stats.of([value]) if value else None,
+               status="ok" if value is not None else "not-measured", extra=extra)
+
+
+def test_time_bound_is_inconclusive_when_it_does_not_exclude_no_gain():
+    # before missed the target in 60 s, after reached it at 60.2 s: ratio < 1.003, not a gain
+    res = planted([_ttt("baseline", None, 60.0), _ttt("optimized", 60.2, 60.0)])
+    r = by_row(seed.seed_table(res))["Training Time"]
+    assert r["Change"] == "< 1.003x" and r["Verdict"] == "inconclusive"
+    assert r["Before"] == "not reached in 60 s"
+    # reached at 25 s, the other missed in 60 s: ratio < 0.417 <= 0.556 claimed
+    r = by_row(seed.seed_table(planted([_ttt("baseline", None, 60.0), _ttt("optimized", 25.0, 60.0)])))["Training Time"]
+    assert r["Change"] == "< 0.417x" and r["Verdict"] == "holds"
+    # the optimized run missed its 60 s while the baseline reached at 40 s: ratio > 1.5
+    r = by_row(seed.seed_table(planted([_ttt("baseline", 40.0, 60.0), _ttt("optimized", None, 60.0)])))["Training Time"]
+    assert r["Change"] == "> 1.5x" and r["Verdict"] == "does not hold"
+
+
+def test_censored_quartiles_over_seeds():
+    q = censored_quartiles([100.0, None, 120.0], [600, 600, 600])  # one seed of three missed in 600 s
+    assert q["low"][1] == q["high"][1] == 120.0 and q["high"][2] == math.inf and q["reached"] == 2
+    before = censored_quartiles([None, None, 500.0], [600, 600, 600])  # median: more than 600 s
+    r = censored_ratio(q, before)
+    assert math.isnan(r.point) and r.lo == 0.0
+    assert verdict(r.point, 0.556, False, r.lo, r.hi) == "inconclusive"  # q3 of after is open-ended
+    assert fmt_change(judge.Ratio(math.nan, 0.0, 0.4)) == "< 0.4x"
+
+
+# -- 2. rows that grade what the claim says --------------------------------------------------------
+
+def _full_rows(device="cpu"):
+    method = "cpu-rss" if device == "cpu" else "cuda-allocator"
+    rows = [row("baseline", "params/image_backbone", [48_835_722]), row("optimized", "params/image_backbone", [27_517_818]),
+            row("baseline", "params/trainable", [86_153_876]), row("optimized", "params/trainable", [32_327_556]),
+            row("baseline", "params/total", [108_867_092]), row("optimized", "params/total", [55_040_772]),
+            row("baseline", "memory/train_total", [2000.0], method=method, batch_size=8, precision="fp32"),
+            row("optimized", "memory/train_total", [900.0], method=method, batch_size=8, precision="fp16"),
+            row("baseline", "train/samples_per_s", [40, 41, 42], batch_size=8),
+            row("optimized", "train/samples_per_s", [100, 101, 102], batch_size=8),
+            row("baseline", "train_loop/samples_per_s", [30, 31, 32]),
+            row("optimized", "train_loop/samples_per_s", [50, 51, 52]),
+            row("baseline", "infer/fps_b4", [10, 10.5, 11]), row("optimized", "infer/fps_b4", [30, 31, 32]),
+            row("baseline", "infer/fps_b1", [5, 5.5, 6]), row("optimized", "infer/fps_b1", [9, 9.5, 10])]
+    if device == "cuda":
+        rows += [row("baseline", "memory/train_reserved", [2200.0]), row("optimized", "memory/train_reserved", [1000.0]),
+                 row("baseline", "memory/train_presetbatch_total", [2000.0], method=method, batch_size=8,
+                     precision="fp32"),
+                 row("optimized", "memory/train_presetbatch_total", [2700.0], method=method, batch_size=32,
+                     precision="fp16")]
+    return rows
+
+
+def test_model_size_grades_the_image_backbone():
+    t = by_row(seed.seed_table(planted(_full_rows())))
+    size = t["Model Size"]
+    assert size["Unit"].startswith("M params, image backbone")
+    assert (size["Before"], size["After"], size["Verdict"]) == ("48.8", "27.5", "holds")
+    assert "trainable 86.2 -> 32.3 M" in size["Also measured"] and "total" in size["Also measured"]
+    # a backbone that is not the seed's ~28M and not a 0.56x reduction does not pass on rounding
+    rows = [r for r in _full_rows() if r.metric != "params/image_backbone"]
+    rows += [row("baseline", "params/image_backbone", [48.8e6]), row("optimized", "params/image_backbone", [40e6])]
+    assert by_row(seed.seed_table(planted(rows)))["Model Size"]["Verdict"] == "partly"
+
+
+def test_memory_rows_name_what_was_measured():
+    cpu = by_row(seed.seed_table(planted(_full_rows("cpu"))))
+    assert "peak RSS growth" in cpu["Memory"]["Unit"] and "batch 8 both" in cpu["Memory"]["Unit"]
+    assert "Memory (preset batch)" not in cpu  # not measured: no row
+    gpu = by_row(seed.seed_table(planted(_full_rows("cuda"))))
+    assert "allocated (reserved)" in gpu["Memory"]["Unit"] and gpu["Memory"]["Before"] == "2,000 (reserved 2,200)"
+    pb = gpu["Memory (preset batch)"]
+    assert "batch 8 vs 32" in pb["Unit"] and pb["Verdict"] == "does not hold" and pb["Change"] == "1.35x"
+
+
+def test_absolute_seed_figures_are_marked_and_the_loop_is_listed():
+    t = by_row(seed.seed_table(planted(_full_rows())))
+    assert t["Training Speed"]["Seed claim"].endswith("(†)") and t["Inference Speed"]["Seed claim"].endswith("(†)")
+    assert not t["Model Size"]["Seed claim"].endswith("(†)")  # parameter counts are portable
+    assert t["Training Speed"]["Verdict"] == "holds"  # the step row is graded ...
+    assert "ovd train` loop" in t["Training Speed"]["Also measured"]  # ... the loop row listed beside
+    assert "batch 1" in t["Inference Speed"]["Also measured"]
+    assert "not comparable" in seed.notes(planted([]))
+
+
+# -- seeds: accuracy rows, curves at equal samples, the accuracy run -------------------------------
+
+def _acc_task(variant, seed_, mAP50_final, ttt, budget=100.0, samples_per_s=10.0):
+    # curve: mAP50 grows linearly with samples, at `samples_per_s` per training second
+    curve = [{"train_s": t, "samples": t * samples_per_s, "val/mAP50": mAP50_final * t / budget, "val/R@1": 0.5}
+             for t in (25.0, 50.0, 75.0, 100.0)]
+    extra = {"budget_s": budget, "target_map50": 0.5, "steps": 10}
+    rows = [{"metric": "accuracy/val/mAP50", "value": mAP50_final, "unit": "fraction", "extra": extra},
+            {"metric": "accuracy/time_to_target_s", "value": ttt, "unit": "s", "extra": {**extra, "curve": curve},
+             **({} if ttt is not None else {"status": "not-measured"})}]
+    return {"status": "ok", "outcomes": {"accuracy": {"status": "ok", "rows": rows}},
+            "environment": {"git_commit": "b" * 40, "source_hash": "s1"},
+            "task": {"id": f"accuracy:{variant}:{seed_}", "variant": variant, "params": {"accuracy": {"seed": seed_}}}}
+
+
+def accuracy_results(missed_after=False) -> Results:
+    from bench.results import aggregate
+
+    tasks, rows = {}, []
+    for v, finals, ttts, sps in (("baseline-tiny", (0.40, 0.45, 0.50), (None, None, 95.0), 10.0),
+                                 ("optimized-tiny", (0.80, 0.85, 0.90), (40.0, None if missed_after else 45.0, 50.0),
+                                  20.0)):
+        outs = []
+        for s, (f, t) in enumerate(zip(finals, ttts)):
+            tasks[f"accuracy:{v}:{s}"] = _acc_task(v, s, f, t, samples_per_s=sps)
+            outs.append(tasks[f"accuracy:{v}:{s}"]["outcomes"]["accuracy"])
+        rows += aggregate(v, "accuracy", outs)
+    return Results(rows=rows, variants={"baseline-tiny": {}, "optimized-tiny": {"reference": "baseline-tiny"}},
+                   tasks=tasks, profile={"name": "accuracy", "pair": ["baseline-tiny", "optimized-tiny"]},
+                   environment={"git_commit": "b" * 40, "date_utc": "2026-01-01"}, command="ovd-bench run --profile accuracy")
+
+
+def test_accuracy_rows_use_seeds_and_equal_samples():
+    acc = accuracy_results()
+    t = by_row(seed.seed_table(planted(_full_rows()), accuracy=acc))
+    m = t["mAP"]
+    assert m["Before"] == "0.45 [0.425, 0.475] n=3" and m["Change"].startswith("+40.0 points [+35.0, +45.0]")
+    assert m["Verdict"] == "holds"
+    # equal samples: the baseline saw 1000 samples in 100 s; the optimized reached 1000 at t = 50 s,
+    # where its mAP50 was half its final value: 0.425 vs 0.45 -> -2.5 points [-6.2, +1.2]: straddles -1
+    eq = t["mAP (equal samples)"]
+    assert "1,000 training samples" in eq["Unit"] and eq["After"].startswith("0.425")
+    assert eq["Change"] == "-2.5 points [-6.2, +1.2]" and eq["Verdict"] == "inconclusive"
+    tt = t["Training Time"]
+    assert tt["Before"].startswith("> 100 s") and tt["After"].startswith("45 s [42.5, 47.5] n=3")
+    assert tt["Verdict"] == "holds" and tt["Change"].startswith("< ")
+
+
+def test_a_missed_seed_widens_the_time_interval():
+    t = by_row(seed.seed_table(planted([]), accuracy=accuracy_results(missed_after=True)))["Training Time"]
+    assert "2 reached" in t["After"] and t["Verdict"] == "inconclusive"
+
+
+def test_render_names_the_accuracy_run_and_plots_seed_curves(tmp_path):
+    text = report.render(planted(_full_rows()), tmp_path, accuracy=accuracy_results()).read_text()
+    head = text.split("## The seed's claims")[0]
+    assert "accuracy run: `ovd-bench run --profile accuracy`" in head and "`bbbbbbbbbbbb`" in head
+    assert "| seeds" in text.replace("  ", " ") or "seeds" in text.split("## Accuracy")[1]
+    assert (tmp_path / "accuracy_curve.png").stat().st_size > 5000
+
+
+# -- 3. provenance at the top ----------------------------------------------------------------------
+
+def _task_env(h):
+    return {"status": "ok", "outcomes": {}, "environment": {"git_commit": "c" * 40, "source_hash": h}}
+
+
+@pytest.mark.parametrize("without_env_helper", [False, True])
+def test_mixed_source_hashes_are_said_at_the_top(tmp_path, monkeypatch, without_env_helper):
+    import bench.env
+
+    if without_env_helper:  # the fallback reads the tasks' environments itself
+        monkeypatch.delattr(bench.env, "provenance_summary", raising=False)
+    res = planted(_full_rows(), tasks={"a": _task_env("1" * 64), "b": _task_env("2" * 64)},
+                  environment={"git_commit": "c" * 40, "git_dirty": False, "source_hash": "1" * 64})
+    head = report.render(res, tmp_path).read_text().split("## The seed's claims")[0]
+    assert "commit `cccccccccccc`" in head and "source hash `111111111111`" in head
+    assert "2 different source hashes" in head
+    one = planted(_full_rows(), tasks={"a": _task_env("1" * 64)},
+                  environment={"git_commit": "c" * 40, "git_dirty": True, "source_hash": "1" * 64})
+    head = report.render(one, tmp_path).read_text().split("## The seed's claims")[0]
+    assert "different source hashes" not in head and "uncommitted changes" in head
+
+
+# -- peers: every batch measured -------------------------------------------------------------------
+
+def test_peer_targets_at_every_batch():
+    variants = dict(PAIR, **{"peer:grounding-dino-t": {"group": "peer"}})
+    res = planted([row("optimized", "infer/fps_b1", [9, 10, 11]), row("peer:grounding-dino-t", "infer/fps_b1", [1, 1.05, 1.1]),
+                   row("optimized", "infer/fps_b4", [30, 31, 32]), row("peer:grounding-dino-t", "infer/fps_b4", [2, 2.1, 2.2]),
+                   row("optimized", "params/total", [55e6]), row("peer:grounding-dino-t", "params/total", [172e6])],
+                  variants=variants)
+    t = {(r["target"].split()[0], r["batch"]): r for r in peer_targets(res)}
+    assert t[("FPS", 1)]["verdict"] == "inconclusive"  # 9.52x [8.6, 10.4]: straddles 10x
+    assert t[("FPS", 4)]["verdict"] == "holds"  # 14.8x [14.0, 15.5]
+    assert t[("total", "-")]["verdict"] == "holds" and t[("total", "-")]["ours / peer"] == "0.32x"
+
+
+# -- 4. layering and tables ------------------------------------------------------------------------
+
+LAYER = {"format": 0, "judge": 1, "accuracy_data": 1, "provenance": 1, "plots": 2, "seed": 3, "tables": 3,
+         "accuracy": 3, "peers": 3, "roofline": 3, "scaling": 3, "arms": 3, "__init__": 4}
+
+
+def test_report_modules_import_downward_only():
+    pkg = Path(report.__file__).parent
+    modules = {p.stem for p in pkg.glob("*.py")}
+    assert modules == set(LAYER), f"new module without a layer: {modules ^ set(LAYER)}"
+    for path in pkg.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                targets = [node.module] if node.module else [a.name for a in node.names]
+                for t in targets:
+                    assert LAYER[t] < LAYER[path.stem], f"{path.stem} imports {t} (same or higher layer)"
+            if isinstance(node, ast.ImportFrom) and node.level == 2:
+                assert node.module != "report", f"{path.stem} imports the package top"
+
+
+def test_markdown_tables_through_pandas():
+    text = md([{"a": "x|y", "b": 1}, {"a": "z"}])
+    lines = text.strip().splitlines()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert cells[0] == ["a", "b"] and cells[2] == ["x/y", "1"] and cells[3] == ["z", "-"]
+    assert md([]).strip() == "_nothing measured_"
+
+
+# -- 5. plots --------------------------------------------------------------------------------------
+
+def test_bars_separate_model_sizes_and_draw_the_claim(tmp_path):
+    variants = dict(PAIR, **{"baseline-tiny": {"group": "main", "preset": "baseline-tiny"},
+                             "optimized-tiny": {"group": "main", "reference": "baseline-tiny", "preset": "optimized-tiny"},
+                             "peer:grounding-dino-t": {"group": "peer"}})
+    res = planted([row("baseline", "infer/fps_b4", [5, 5.5, 6]), row("optimized", "infer/fps_b4", [15, 15.5, 16]),
+                   row("baseline-tiny", "infer/fps_b4", [60, 66, 70]), row("optimized-tiny", "infer/fps_b4", [140, 147, 150]),
+                   row("peer:grounding-dino-t", "infer/fps_b4", [1.2, 1.3])], variants=variants)
+    panels = plots.panels(res, "infer/fps_b4")
+    assert [[n for n, _ in items] for items in panels.values()] == [["baseline", "optimized", "peer:grounding-dino-t"],
+                                                                    ["baseline-tiny", "optimized-tiny"]]
+    tiny = list(panels.values())[1]
+    assert plots.claim_levels(res, tiny, 2.0) == {"optimized-tiny": 132.0}
+    assert plots.bar_panels(res, "infer/fps_b4", "images/s", tmp_path, "fps.png", 2.0) == "fps.png"
+    assert (tmp_path / "fps.png").stat().st_size > 5000
