@@ -1,24 +1,86 @@
 """Regression gate: compare NEW results against a REFERENCE.
 
+Refused (:class:`IncomparableResults`) when the two runs differ in profile name, threads, device kind
+(cpu / cuda) or torch major.minor, unless ``allow_env_change``: their numbers answer different questions.
+
 - Parameter and FLOP counts must match exactly (unless ``allow_size_change``).
-- Speed and memory are compared as *within-run ratios*: each variant against its reference
-  variant (optimized vs baseline among them), so a reference made on one machine gates another.
-  Speed ratios may not fall by more than ``speed_tolerance`` (relative), memory ratios may not rise
-  by more than ``memory_tolerance``.
+- Within-run ratios: each variant against its reference variant (optimized vs baseline among them),
+  so a reference made on one machine gates another. Speed ratios may not fall by more than
+  ``speed_tolerance`` (relative), memory ratios may not rise by more than ``memory_tolerance``.
+  A ratio cannot see a change that slows every variant alike (shared code: the image encoder, the
+  data path), hence the three checks below.
+- Root variants (no ``reference``; peers excluded) are also gated on
+  * **efficiency**: achieved FLOP/s (``flops/per_image`` x ``infer/fps_b{N}`` at the profile's inference
+    batch N) / the same run's measured matmul peak for that precision (``roofline/peak_{dtype}_torch``,
+    else ``roofline/peak_{dtype}``). Dividing by a peak measured in the same run, interleaved with the
+    speed rounds, cancels most of the machine and of its momentary load;
+  * **latency p50** at batch 1 and N (raw milliseconds, so only when both runs name the same machine:
+    same ``device`` and ``cpu_model``; otherwise listed as not gated);
+  * **time to target** (``accuracy/time_to_target_s``) when the reference reached the target.
 - Accuracy (val/mAP50, val/R@1) may not drop by more than ``accuracy_margin`` (absolute).
 - A metric that was measured in REFERENCE but errors in NEW fails. Improvements never fail.
+
+Tolerance rule of the efficiency / latency / time-to-target checks (:class:`SpreadRule`): each run's
+relative spread of a metric is a robust sigma, 1.4826 x MAD / median over its repeat samples (MAD
+ignores one outlier among 3 repeats, where an IQR does not); for a derived metric the spreads of its
+inputs add in quadrature. The two runs' spreads combine in quadrature, and the tolerance is
+``factor`` x combined, clamped to [``floor``, ``cap``]. The floor absorbs the run-to-run drift a
+within-run spread cannot see; the cap keeps a noisy run from hiding a large regression. A check fails
+when NEW is slower than REFERENCE by more than that: slowdown = ref/new for higher-is-better metrics,
+new/ref for lower-is-better ones, fail when slowdown > 1 + tolerance.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass, field
 
-from .results import Results
+from .errors import UsageError
+from .results import Results, Row
 
 HIGHER_BETTER_SPEED = ("train/samples_per_s", "infer/fps_b1", "infer/fps_b{n}")
 LOWER_BETTER_MEMORY = ("memory/train_total", "memory/infer_total")
 ACCURACY = ("accuracy/val/mAP50", "accuracy/val/R@1")
 EXACT_PREFIXES = ("params/", "flops/per_image")
+TIME_TO_TARGET = "accuracy/time_to_target_s"
+#: Variant groups that are not our model's roots: peers (someone else's code) and the machine itself.
+NOT_GATED_GROUPS = ("peer", "machine")
+_PRECISION_DTYPE = {"fp32": "fp32", "32-true": "fp32", "bf16": "bf16", "bf16-mixed": "bf16", "fp16": "fp16",
+                    "16-mixed": "fp16"}
+
+
+class IncomparableResults(UsageError):
+    """REFERENCE and NEW were measured under different conditions (profile, threads, device, torch)."""
+
+
+@dataclass(frozen=True)
+class SpreadRule:
+    """Tolerance = clamp(factor x sqrt(sum of squared relative spreads), floor, cap) (see the module doc)."""
+
+    factor: float = 3.0
+    floor: float = 0.10
+    cap: float = 0.20
+
+    def __post_init__(self) -> None:
+        if not (self.factor > 0 and 0 <= self.floor <= self.cap):
+            raise ValueError(f"SpreadRule needs factor > 0 and 0 <= floor <= cap, got {self}")
+
+    def tolerance(self, spreads: list[float]) -> tuple[float, str]:
+        """(tolerance as a fraction, a note saying which bound set it)."""
+        combined = math.sqrt(sum(s * s for s in spreads))
+        raw = self.factor * combined
+        if raw > self.cap:
+            return self.cap, f"spread {combined:.1%} capped"
+        if raw < self.floor:
+            return self.floor, f"spread {combined:.1%}, floor"
+        return raw, f"spread {combined:.1%}"
+
+
+#: Speed and latency: a 25% slowdown always fails (cap 20%); drift under 10% never does.
+SPEED_RULE = SpreadRule(3.0, 0.10, 0.20)
+#: Time to target varies more between seeds: a wider cap.
+TRAINING_RULE = SpreadRule(3.0, 0.15, 0.50)
 
 
 @dataclass
@@ -63,6 +125,157 @@ def _fmt(x) -> str:
     return f"{x:.6g}" if isinstance(x, float) else str(x)
 
 
+# -- comparability ----------------------------------------------------------------------------
+
+def _torch_minor(version) -> str | None:
+    if not version:
+        return None
+    parts = str(version).split("+")[0].split(".")
+    return ".".join(parts[:2])
+
+
+def _device_kind(res: Results) -> str | None:
+    dev = res.environment.get("device")
+    if dev is None:
+        return None
+    return "cpu" if str(dev).lower() == "cpu" else "cuda"
+
+
+def _threads(res: Results):
+    return res.profile.get("threads", res.environment.get("threads"))
+
+
+def environment_differences(reference: Results, new: Results) -> list[str]:
+    """What makes the two runs incomparable: profile name, threads, device kind, torch major.minor.
+    A field missing from either file is not compared."""
+    fields = (("profile", lambda r: r.profile.get("name")), ("threads", _threads), ("device", _device_kind),
+              ("torch", lambda r: _torch_minor(r.environment.get("torch"))))
+    out = []
+    for name, get in fields:
+        a, b = get(reference), get(new)
+        if a is not None and b is not None and a != b:
+            out.append(f"{name} {a} vs {b}")
+    return out
+
+
+def _same_machine(reference: Results, new: Results) -> tuple[bool, str]:
+    keys = ("device", "cpu_model")
+    a = tuple(reference.environment.get(k) for k in keys)
+    b = tuple(new.environment.get(k) for k in keys)
+    return a == b and None not in a, f"{' / '.join(map(str, a))} vs {' / '.join(map(str, b))}"
+
+
+# -- spreads and derived metrics --------------------------------------------------------------
+
+def relative_spread(row: Row | None) -> float:
+    """Robust relative sigma of a row's repeat samples: 1.4826 x MAD / |median| (0 with < 2 samples)."""
+    if row is None:
+        return 0.0
+    xs = [float(x) for x in row.samples if x is not None and math.isfinite(float(x))]
+    if len(xs) < 2:
+        return 0.0
+    med = statistics.median(xs)
+    if med == 0:
+        return 0.0
+    mad = statistics.median(abs(x - med) for x in xs)
+    return 1.4826 * mad / abs(med)
+
+
+def _ok(res: Results, variant: str, metric: str) -> Row | None:
+    r = res.get(variant, metric)
+    return r if r is not None and r.status == "ok" and r.value is not None else None
+
+
+def _infer_batch(res: Results) -> int | None:
+    n = res.profile.get("infer_batch")
+    return int(n) if n else None
+
+
+def _peak_row(res: Results, precision: str) -> Row | None:
+    """The matmul peak the run measured for ``precision`` through torch (the backend the model uses),
+    else the best backend's."""
+    dtype = _PRECISION_DTYPE.get(str(precision), "fp32")
+    for variant in [v for v, spec in res.variants.items() if spec.get("group") == "machine"] or ["machine"]:
+        for metric in (f"roofline/peak_{dtype}_torch", f"roofline/peak_{dtype}"):
+            row = _ok(res, variant, metric)
+            if row is not None:
+                return row
+    return None
+
+
+def efficiency(res: Results, variant: str, batch: int) -> tuple[float, float, str] | None:
+    """(achieved FLOP/s / measured matmul peak, its relative spread, the peak's metric name), or None
+    when the run lacks the FLOP count, the FPS row at ``batch`` or the roofline."""
+    flops, fps = _ok(res, variant, "flops/per_image"), _ok(res, variant, f"infer/fps_b{batch}")
+    if flops is None or fps is None:
+        return None
+    peak = _peak_row(res, (fps.extra or {}).get("precision", "fp32"))
+    if peak is None or not peak.value:
+        return None
+    value = flops.value * fps.value / peak.value
+    return value, math.hypot(relative_spread(fps), relative_spread(peak)), peak.metric
+
+
+def _gate(cmp: Comparison, variant: str, metric: str, kind: str, ref: float, new: float, higher: bool,
+          spreads: list[float], rule: SpreadRule, note: str = "") -> None:
+    tol, why = rule.tolerance(spreads)
+    slowdown = (ref / new if new else math.inf) if higher else (new / ref if ref else math.inf)
+    bound = ref / (1 + tol) if higher else ref * (1 + tol)
+    limit = f"{'>=' if higher else '<='} {bound:.4g} ({tol:.0%}: {why})"
+    passed = slowdown <= 1 + tol
+    text = f"{slowdown:.2f}x slower" if slowdown > 1 else f"{1 / slowdown:.2f}x faster" if slowdown > 0 else ""
+    cmp.checks.append(Check(variant, metric, kind, ref, new, limit, passed, "; ".join(x for x in (text, note) if x)))
+
+
+def _root_variants(res: Results) -> list[str]:
+    return [v for v, spec in res.variants.items()
+            if not spec.get("reference") and spec.get("group") not in NOT_GATED_GROUPS]
+
+
+def _gate_roots(cmp: Comparison, reference: Results, new: Results, speed_rule: SpreadRule,
+                training_rule: SpreadRule) -> None:
+    n = _infer_batch(reference)
+    same, machines = _same_machine(reference, new)
+    for v in _root_variants(reference):
+        # efficiency: needs the roofline in the reference; missing from NEW is a failure
+        if n is not None:
+            e_ref = efficiency(reference, v, n)
+            if e_ref is not None:
+                e_new = efficiency(new, v, n)
+                label = f"efficiency b{n} (FLOP/s / {e_ref[2]})"
+                if e_new is None:
+                    cmp.checks.append(Check(v, label, "efficiency", e_ref[0], None, "present", False,
+                                            "FLOPs, FPS or the roofline missing in NEW"))
+                else:
+                    _gate(cmp, v, label, "efficiency", e_ref[0], e_new[0], True, [e_ref[1], e_new[1]], speed_rule)
+        for b in sorted({1, n} - {None}):
+            metric = f"infer/latency_p50_ms_b{b}"
+            rr, nr = _ok(reference, v, metric), _ok(new, v, metric)
+            if rr is None or nr is None:
+                continue  # absence / errors are caught by the per-row status checks
+            if not same:
+                cmp.checks.append(Check(v, metric, "latency", rr.value, nr.value, "-", True,
+                                        f"not gated: different machines ({machines}); efficiency covers it"))
+                continue
+            _gate(cmp, v, metric, "latency", rr.value, nr.value, False,
+                  [relative_spread(rr), relative_spread(nr)], speed_rule)
+        rr = _ok(reference, v, TIME_TO_TARGET)
+        if rr is not None:
+            nr = new.get(v, TIME_TO_TARGET)
+            if nr is not None and nr.status == "ok" and nr.value is not None:
+                if not same:
+                    cmp.checks.append(Check(v, TIME_TO_TARGET, "time-to-target", rr.value, nr.value, "-", True,
+                                            f"not gated: different machines ({machines})"))
+                else:
+                    _gate(cmp, v, TIME_TO_TARGET, "time-to-target", rr.value, nr.value, False,
+                          [relative_spread(rr), relative_spread(nr)], training_rule)
+            elif nr is not None and nr.status == "not-measured":
+                cmp.checks.append(Check(v, TIME_TO_TARGET, "time-to-target", rr.value, None, "reached", False,
+                                        f"target not reached in NEW: {(nr.error or '')[:100]}"))
+
+
+# -- the gate ----------------------------------------------------------------------------------
+
 def _ratio(res: Results, variant: str, metric: str) -> float | None:
     ref_name = (res.variants.get(variant) or {}).get("reference")
     if not ref_name:
@@ -78,7 +291,14 @@ def _speed_metrics(res: Results) -> list[str]:
 
 
 def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memory_tolerance: float = 0.3,
-            accuracy_margin: float = 0.02, allow_size_change: bool = False) -> Comparison:
+            accuracy_margin: float = 0.02, allow_size_change: bool = False, *, allow_env_change: bool = False,
+            speed_rule: SpreadRule = SPEED_RULE, training_rule: SpreadRule = TRAINING_RULE) -> Comparison:
+    """Every check of the module doc; raises :class:`IncomparableResults` when the runs' profile,
+    threads, device kind or torch major.minor differ (unless ``allow_env_change``)."""
+    diffs = environment_differences(reference, new)
+    if diffs and not allow_env_change:
+        raise IncomparableResults(f"REFERENCE and NEW are not comparable: {'; '.join(diffs)}; re-run NEW under "
+                                  "the reference's conditions, or pass --allow-env-change to compare anyway")
     cmp = Comparison()
     ref_rows = {r.key: r for r in reference.rows}
     new_rows = {r.key: r for r in new.rows}
@@ -99,7 +319,7 @@ def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memo
             same = rr.value == nr.value
             cmp.checks.append(Check(variant, metric, "exact", rr.value, nr.value, "equal", same or allow_size_change,
                                     "" if same else ("size change allowed" if allow_size_change else "count changed")))
-        elif metric in ACCURACY:
+        elif metric in ACCURACY and nr.value is not None:
             ok = nr.value >= rr.value - accuracy_margin
             cmp.checks.append(Check(variant, metric, "accuracy", rr.value, nr.value, f">= ref - {accuracy_margin}",
                                     ok))
@@ -122,4 +342,12 @@ def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memo
                 ok = r_new <= r_ref * (1 + memory_tolerance)
                 limit = f"<= {r_ref * (1 + memory_tolerance):.3g}"
             cmp.checks.append(Check(variant, label, "ratio", r_ref, r_new, limit, ok))
+    _gate_roots(cmp, reference, new, speed_rule, training_rule)
+    if diffs:
+        cmp.checks.append(Check("-", "environment", "environment", None, None, "same", True,
+                                "compared anyway (--allow-env-change): " + "; ".join(diffs)))
     return cmp
+
+
+__all__ = ["compare", "Comparison", "Check", "IncomparableResults", "SpreadRule", "SPEED_RULE", "TRAINING_RULE",
+           "environment_differences", "efficiency", "relative_spread"]

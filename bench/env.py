@@ -1,8 +1,10 @@
-"""Environment capture (no hostname): versions, device, CPU model, threads, git commit, date, command."""
+"""Environment capture (no hostname): versions, device, CPU model, threads, date, command, and provenance:
+the git commit, whether ovd/ or bench/ had uncommitted changes, and a hash of their sources."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import platform
 import re
@@ -23,14 +25,76 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def git_commit() -> dict:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+#: A machine without ``.git`` (a GPU box that got a copy of the tree) is told the commit by its host.
+COMMIT_ENV = "OVD_BENCH_GIT_COMMIT"
+UNKNOWN = "unknown"
+#: The code whose behaviour the suite measures; the source hash covers every ``*.py`` file under these.
+SOURCE_DIRS = ("ovd", "bench")
 
+
+def _git(*args: str) -> subprocess.CompletedProcess | None:
     try:
-        return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--", "ovd", "bench"))}
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+        return None
+
+
+def git_commit() -> str:
+    """The commit being measured: ``$OVD_BENCH_GIT_COMMIT`` if set, else ``git rev-parse --verify HEAD``
+    (exit status checked), else ``"unknown"`` (never the failing command's output)."""
+    forced = os.environ.get(COMMIT_ENV, "").strip()
+    if forced:
+        return forced
+    proc = _git("rev-parse", "--verify", "HEAD")
+    if proc is None or proc.returncode != 0:
+        return UNKNOWN
+    out = proc.stdout.strip()
+    # a 40/64-hex object name, or nothing trustworthy
+    return out if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", out) else UNKNOWN
+
+
+def git_dirty() -> bool | None:
+    """True when tracked files under ovd/ or bench/ differ from HEAD; None when git cannot tell."""
+    proc = _git("status", "--porcelain", "--untracked-files=no", "--", *SOURCE_DIRS)
+    if proc is None or proc.returncode != 0:
+        return None
+    return bool(proc.stdout.strip())
+
+
+def source_hash(root: str | Path | None = None) -> str:
+    """sha256 (hex) over the sorted relative paths and bytes of every ``*.py`` file under ``ovd/`` and
+    ``bench/`` of ``root`` (default: this checkout), ``__pycache__`` skipped. Unlike the commit it sees
+    uncommitted edits, and it works where there is no ``.git``."""
+    root = Path(root) if root is not None else REPO_ROOT
+    files = sorted(f.relative_to(root).as_posix() for d in SOURCE_DIRS if (root / d).is_dir()
+                   for f in (root / d).rglob("*.py") if "__pycache__" not in f.parts and f.is_file())
+    h = hashlib.sha256()
+    for rel in files:
+        data = (root / rel).read_bytes()
+        # length-prefixed so that moving bytes between files or names changes the hash
+        h.update(f"{rel}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def provenance() -> dict:
+    """``git_commit``, ``git_dirty``, ``source_hash`` of the code as it is now (the run environment's keys)."""
+    return {"git_commit": git_commit(), "git_dirty": git_dirty(), "source_hash": source_hash()}
+
+
+def provenance_summary(results) -> dict:
+    """What produced a results file: every commit and source hash its task outcomes were measured with.
+
+    Returns {"commits": sorted list, "source_hashes": sorted list, "mixed": bool (more than one commit or
+    source hash among the tasks), "current_source_hash": the hash of this checkout now, "matches_current":
+    bool (every task ran on the current sources)}. Tasks without provenance (older files) count as
+    ``"unknown"``; with no tasks the run environment's keys are used."""
+    envs = [out.get("environment") or {} for out in results.tasks.values()] or [results.environment]
+    commits = sorted({str(e.get("git_commit") or UNKNOWN) for e in envs})
+    hashes = sorted({str(e.get("source_hash") or UNKNOWN) for e in envs})
+    current = source_hash()
+    return {"commits": commits, "source_hashes": hashes, "mixed": len(commits) > 1 or len(hashes) > 1,
+            "current_source_hash": current, "matches_current": hashes == [current]}
 
 
 def machine_kind(device: str | None = None) -> str:
@@ -46,7 +110,20 @@ def machine_kind(device: str | None = None) -> str:
     return f"cpu-{os.cpu_count()}core"
 
 
+def cuda_driver_version() -> str | None:
+    """The NVIDIA driver version (e.g. "570.86.15") from ``nvidia-smi``; None without a driver."""
+    try:
+        proc = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = proc.stdout.strip().splitlines()
+    return lines[0].strip() if proc.returncode == 0 and lines else None
+
+
 def capture(command: str | None = None, threads: int | None = None) -> dict:
+    """The run environment: exact torch/CUDA/cuDNN/driver versions, device, CPU, threads, thread-pool
+    variables, library versions and provenance (``git_commit``, ``git_dirty``, ``source_hash``)."""
     import torch
 
     env = {
@@ -57,6 +134,7 @@ def capture(command: str | None = None, threads: int | None = None) -> dict:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        "cuda_driver": cuda_driver_version() if torch.cuda.is_available() else None,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -70,5 +148,5 @@ def capture(command: str | None = None, threads: int | None = None) -> dict:
             env[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001  (absence is information, not an error)
             env[mod] = None
-    env.update({f"git_{k}": v for k, v in git_commit().items()})
+    env.update(provenance())
     return env

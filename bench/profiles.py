@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .errors import UsageError
 from .variants import VARIANTS, ladder_of, leave_one_out_of
 
 
@@ -16,6 +17,9 @@ class Profile:
     speed_variants: tuple = ()
     accuracy_variants: tuple = ()
     repeats: int = 5  # speed processes per variant (interleaved ABAB); memory runs once per process kind
+    # speed processes for each variant of ``pair`` (the rows the seed table's verdicts read); None = repeats.
+    # Rides the same interleaved rounds: rounds past ``repeats`` visit only the pair.
+    pair_repeats: int | None = None
     warmup: int = 1  # untimed calls per process
     iters: int = 3  # timed calls per process (the process's statistic is their median)
     train_batch: int = 8  # common training batch ("at the same batch size"); preset_batch variants use their own
@@ -24,6 +28,12 @@ class Profile:
     accuracy_budget_s: float = 0.0
     accuracy_target_map50: float | None = None
     accuracy_eval_every_s: float = 60.0  # training seconds between evaluations on the val split (the curve)
+    accuracy_seeds: tuple = (0,)  # one training run per seed (tasks accuracy:{variant}:{seed}); rows aggregate seeds
+    # the real training loop (data loader, optimizer, scheduler) of each pair variant, in the speed rounds:
+    # ``train_loop_steps`` timed steps after ``train_loop_warmup`` untimed ones; 0 = not planned.
+    train_loop_steps: int = 0
+    train_loop_warmup: int = 1
+    train_loop_repeats: int = 2  # processes per pair variant (the first rounds)
     timeout_s: float = 900.0  # per measurement process
     pair: tuple = ("baseline", "optimized")  # the before/after pair of the seed table
     # torch threads per measurement process (None: all cores). quick uses 1: on a shared 2-core machine,
@@ -49,18 +59,28 @@ class Profile:
     arm_rounds: int = 2  # interleaved rounds per process
     arm_iters: int = 1  # timed calls per arm per round
 
+    def __post_init__(self) -> None:
+        if self.pair_repeats is not None and self.pair_repeats < 0:
+            raise UsageError(f"profile {self.name}: pair_repeats must be >= 0 or None, got {self.pair_repeats}")
+        if self.train_loop_steps < 0 or self.train_loop_warmup < 0 or self.train_loop_repeats < 0:
+            raise UsageError(f"profile {self.name}: train_loop_steps/warmup/repeats must be >= 0")
+
+    @property
+    def pair_rounds(self) -> int:
+        """Speed processes per pair variant."""
+        return self.repeats if self.pair_repeats is None else self.pair_repeats
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     def names(self) -> list[str]:
+        """Every variant the profile measures (the roofline measures the machine, not a variant)."""
         seen: list[str] = []
         groups = [self.static_variants, self.memory_variants, self.speed_variants, self.accuracy_variants]
         if "scaling" in self.extras or "arms" in self.extras:
             groups.append((self.extras_variant,))
         if "peers" in self.extras:
             groups.append(self.peers)
-        if "roofline" in self.extras:
-            groups.append(("machine",))
         for group in groups:
             for v in group:
                 if v not in seen:
@@ -100,7 +120,7 @@ def parse_extras(text: str | None) -> tuple | None:
     names = tuple(x.strip() for x in text.split(",") if x.strip())
     unknown = [x for x in names if x not in EXTRAS]
     if unknown:
-        raise ValueError(f"unknown extras {unknown}; choose from {list(EXTRAS)}, 'all' or 'none'")
+        raise UsageError(f"unknown extras {unknown}; choose from {list(EXTRAS)}, 'all' or 'none'")
     return names
 
 
@@ -110,34 +130,47 @@ def _accuracy_arms(root: str, opt: str) -> tuple:
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
-        "quick", "tiny presets, 2 repeats, no accuracy training (CI smoke + regression gate; < 3 min on 2 CPU cores)",
+        "quick", "tiny presets, 3 repeats of the pair (2 of the rest), the matmul peak, no accuracy training "
+        "(CI smoke + regression gate; about 2.5 min on 2 CPU cores)",
         static_variants=("baseline-tiny", "optimized-tiny", "baseline-tiny+sdpa"),
         memory_variants=("baseline-tiny", "optimized-tiny"),
         speed_variants=("baseline-tiny", "optimized-tiny", "baseline-tiny+sdpa"),
-        repeats=2, warmup=1, iters=3, train_batch=4, infer_batch=4, timeout_s=300, threads=1,
-        pair=("baseline-tiny", "optimized-tiny"),
+        repeats=2, pair_repeats=3, warmup=1, iters=3, train_batch=4, infer_batch=4, timeout_s=300, threads=1,
+        pair=("baseline-tiny", "optimized-tiny"), train_loop_steps=6, train_loop_warmup=1, train_loop_repeats=2,
+        # the gate's efficiency check divides by this run's matmul peak: 512 and 1024 reach the CPU's peak
+        # within ~3% (2048 adds nothing, 256 is 25% low for bf16) in ~2 s of timing per process
+        extras=("roofline",), roofline_repeats=3, roofline_sizes=(512, 1024),
     ),
     "default": Profile(
         "default", "CPU: full-size baseline/optimized for params/FLOPs/memory/speed, the one-factor ladder at "
         "tiny size, short tiny accuracy runs (the 10-minute accuracy bar is its own profile, `accuracy`), light "
-        "extras (about 15 min on 2 CPU cores)",
+        "extras; 5 interleaved repeats of the pair, 2 of the ladder (about 16 min on 2 CPU cores)",
         static_variants=("baseline", "optimized") + _speed_ladder("baseline-tiny", "optimized-tiny"),
         memory_variants=("baseline", "optimized", "baseline-tiny", "optimized-tiny"),
         speed_variants=("baseline", "optimized", "baseline-tiny", "optimized-tiny")
         + tuple(v.name for v in ladder_of("baseline-tiny") if not v.accuracy_only),
         accuracy_variants=("baseline-tiny", "optimized-tiny"),
-        repeats=3, warmup=1, iters=2, train_batch=4, infer_batch=4,
+        # Budget (wall times of the last default run, reports/cpu-2core, 879 s with 3 repeats of all 11 speed
+        # variants): a speed round of the pair (baseline 25.5 s + optimized 13.0 s) costs 38.5 s, of the
+        # other 9 variants 61.7 s. Pair 3 -> 5 repeats: +77 s; the others 3 -> 2: -62 s; train_loop (6 steps
+        # + 1 warm-up at batch 4: 7 x 2.9 s + 7 x 0.9 s + 2 x 5 s of process start-up, about 37 s a round)
+        # x 2 rounds: +74 s; roofline at 512/1024 only: -8 s. About 945 s (16 min) for that run's 11 speed
+        # variants; each further tiny ladder rung adds about 13 s (2 repeats x 6.4 s).
+        repeats=2, pair_repeats=5, warmup=1, iters=2, train_batch=4, infer_batch=4,
+        train_loop_steps=6, train_loop_warmup=1, train_loop_repeats=2,
         accuracy_budget_s=60, accuracy_target_map50=0.3, accuracy_eval_every_s=30, timeout_s=600,
         pair=("baseline", "optimized"),
-        extras=EXTRAS, peer_repeats=2, roofline_repeats=3, scaling_axes=_LIGHT_SCALING, scaling_batch=1,
+        extras=EXTRAS, peer_repeats=2, roofline_repeats=3, roofline_sizes=(512, 1024), scaling_axes=_LIGHT_SCALING,
+        scaling_batch=1,
         scaling_repeats=1, scaling_warmup=1, scaling_iters=2, arms=tuple(a for a in _CPU_ARMS if a != "compile"),
         arm_batch=8, arm_repeats=2, arm_isolated_repeats=1, arm_rounds=2, arm_iters=1,
     ),
     "accuracy": Profile(
-        "accuracy", "CPU: the accuracy bar of the tiny pair: 10 minutes of training each on the built-in "
-        "synthetic set, val curve every minute, seen (val) and novel splits (about 25 min on 2 CPU cores)",
+        "accuracy", "CPU: the accuracy bar of the tiny pair: 10 minutes of training each, 3 seeds each "
+        "(interleaved), on the built-in synthetic set, val curve every minute, seen (val) and novel splits "
+        "(about 70 min on 2 CPU cores)",
         static_variants=("baseline-tiny", "optimized-tiny"),
-        accuracy_variants=("baseline-tiny", "optimized-tiny"),
+        accuracy_variants=("baseline-tiny", "optimized-tiny"), accuracy_seeds=(0, 1, 2),
         repeats=0, accuracy_budget_s=600, accuracy_target_map50=0.8, accuracy_eval_every_s=60, timeout_s=1800,
         pair=("baseline-tiny", "optimized-tiny"),
     ),
@@ -149,6 +182,7 @@ PROFILES: dict[str, Profile] = {
         memory_preset_batch=("baseline", "optimized"),
         accuracy_variants=_accuracy_arms("baseline", "optimized"),
         repeats=5, warmup=3, iters=10, train_batch=8, infer_batch=8,
+        train_loop_steps=20, train_loop_warmup=3, train_loop_repeats=5,
         accuracy_budget_s=1800, accuracy_target_map50=0.5, timeout_s=3600,
         pair=("baseline", "optimized"),
         extras=EXTRAS, peer_repeats=5, roofline_repeats=5, scaling_axes=_FULL_SCALING, scaling_batch=8,
@@ -160,7 +194,7 @@ PROFILES: dict[str, Profile] = {
 
 def get_profile(name: str) -> Profile:
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {list(PROFILES)}")
+        raise UsageError(f"unknown profile {name!r}; choose one of {list(PROFILES)}")
     return PROFILES[name]
 
 
@@ -168,7 +202,7 @@ def restrict(profile: Profile, variants: list[str]) -> Profile:
     """The profile with every variant list cut to ``variants`` (``--variants a,b``)."""
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
-        raise ValueError(f"unknown variants {unknown}")
+        raise UsageError(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     keep = lambda group: tuple(v for v in variants if v in group) or ()  # noqa: E731
     groups = {k: keep(getattr(profile, k)) for k in ("static_variants", "memory_variants", "speed_variants",
                                                       "accuracy_variants", "memory_preset_batch")}
@@ -189,9 +223,14 @@ def default_profile_name() -> str:
 
 
 def with_overrides(profile: Profile, **kw) -> Profile:
+    """The profile with the given fields replaced (None = keep). An explicit ``repeats`` (``--repeats N``)
+    is the user's count for every speed variant, the pair included, unless ``pair_repeats`` is given too."""
     import dataclasses
 
-    return dataclasses.replace(profile, **{k: v for k, v in kw.items() if v is not None})
+    kw = {k: v for k, v in kw.items() if v is not None}
+    if "repeats" in kw:
+        kw.setdefault("pair_repeats", None)
+    return dataclasses.replace(profile, **kw)
 
 
 __all__ = ["Profile", "PROFILES", "EXTRAS", "get_profile", "parse_extras", "restrict", "default_profile_name",

@@ -1,7 +1,8 @@
 """The method: every measurement in a fresh subprocess (``python -m bench.worker``), thread pools
 pinned in the child's environment, speed repeats interleaved across variants (A B A B ...),
 crashes and OOMs recorded as error rows while the suite goes on, results written atomically
-after every task, ``resume`` skipping tasks already done. Progress goes to stderr."""
+after every task, ``resume`` skipping tasks already done (measured on the same code, or refused).
+Progress (done/total, an estimate of the time left) goes to stderr."""
 
 from __future__ import annotations
 
@@ -14,23 +15,44 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import UsageError
 from .profiles import Profile
 from .results import Results, aggregate
 from .variants import get_variant
 
+#: The row label of measurements of the machine itself (the roofline); reports read it as before.
+MACHINE = "machine"
+MACHINE_SPEC = {"name": MACHINE, "preset": None, "overrides": {}, "description": "the machine: matrix-multiply peak",
+                "reference": None, "group": "machine"}
+
 
 @dataclass
 class Task:
+    """One measurement process. ``variant`` names the model (None for the machine's own measurements);
+    ``label`` is the variant column of its rows (default: the variant)."""
+
     id: str
-    variant: str
+    variant: str | None
     measurements: list
     params: dict = field(default_factory=dict)
     repeat: int = 0
+    label: str | None = None
+
+    @property
+    def row_label(self) -> str:
+        return self.label or self.variant or MACHINE
+
+    @property
+    def kind(self) -> str:
+        """``speed``, ``roofline``, ``accuracy``, ...: the id's first field (progress estimates group by it)."""
+        return self.id.split(":", 1)[0]
 
 
 def plan(profile: Profile) -> list[Task]:
     """Tasks in run order: params+FLOPs, memory (inference and training, separate processes),
-    speed rounds (each round visits every variant once: interleaved), accuracy runs."""
+    speed rounds (each round visits every variant once: interleaved; rounds past ``repeats`` visit only
+    the pair, up to ``pair_repeats``; the pair's ``train_loop`` rides the first ``train_loop_repeats``
+    rounds), accuracy runs (seed-major: A0 B0 A1 B1 ...)."""
     p = profile
     tasks: list[Task] = []
     for v in p.static_variants:
@@ -51,25 +73,34 @@ def plan(profile: Profile) -> list[Task]:
                               {"peer_memory": {**peer, "batch_size": p.infer_batch}}))
     light_arms, isolated_arms = _split_arms(p.arms) if "arms" in extras else ((), ())
     arm = {"batch_size": p.arm_batch, "warmup": 1, "rounds": p.arm_rounds, "iters": p.arm_iters}
-    rounds = max([p.repeats] + [n for x, n in (("peers", p.peer_repeats), ("roofline", p.roofline_repeats),
-                                               ("arms", p.arm_repeats if light_arms else 0)) if x in extras])
+    pair = [v for v in p.pair if v in p.speed_variants]
+    loops = p.train_loop_repeats if p.train_loop_steps > 0 else 0
+    rounds = max([p.repeats, p.pair_rounds if pair else 0, loops if pair else 0]
+                 + [n for x, n in (("peers", p.peer_repeats), ("roofline", p.roofline_repeats),
+                                   ("arms", p.arm_repeats if light_arms else 0)) if x in extras])
     # One round visits every variant, peer, the roofline and the shared arms process once: a drifting
     # machine hits all of them alike.
     for r in range(rounds):
-        if r < p.repeats:
-            for v in p.speed_variants:
+        for v in p.speed_variants:
+            if r < (p.pair_rounds if v in pair else p.repeats):
                 var = get_variant(v)
                 sp = {"train_batch": None if var.preset_batch else p.train_batch, "infer_batch": p.infer_batch,
                       "warmup": p.warmup, "iters": p.iters}
                 tasks.append(Task(f"speed:{v}:{r}", v, ["speed"], {"speed": sp}, r))
+        if r < loops:
+            for v in pair:
+                tl = {"batch_size": None if get_variant(v).preset_batch else p.train_batch,
+                      "steps": p.train_loop_steps, "warmup_steps": p.train_loop_warmup}
+                tasks.append(Task(f"train_loop:{v}:{r}", v, ["train_loop"], {"train_loop": tl}, r))
         if "peers" in extras and r < p.peer_repeats:
             for v in p.peers:
                 tasks.append(Task(f"peer_speed:{v}:{r}", v, ["peer_speed"],
                                   {"peer_speed": {**peer, "infer_batch": p.infer_batch, "warmup": p.warmup,
                                                   "iters": p.iters}}, r))
         if "roofline" in extras and r < p.roofline_repeats:
-            tasks.append(Task(f"roofline:{r}", "machine", ["roofline"],
-                              {"roofline": {"sizes": list(p.roofline_sizes) or None}}, r))
+            # the machine's own measurement: no model, so no variant (rows are labelled "machine")
+            tasks.append(Task(f"roofline:{r}", None, ["roofline"],
+                              {"roofline": {"sizes": list(p.roofline_sizes) or None}}, r, label=MACHINE))
         if light_arms and r < p.arm_repeats:
             tasks.append(Task(f"arms:shared:{r}", p.extras_variant, ["arms"], {"arms": {**arm, "arms": list(light_arms)}},
                               r))
@@ -84,10 +115,11 @@ def plan(profile: Profile) -> list[Task]:
                     sp = {"axis": axis, "value": value, "batch_size": p.scaling_batch, "warmup": p.scaling_warmup,
                           "iters": p.scaling_iters}
                     tasks.append(Task(f"scaling:{axis}={value}:{r}", p.extras_variant, ["scaling"], {"scaling": sp}, r))
-    for v in p.accuracy_variants:
-        tasks.append(Task(f"accuracy:{v}", v, ["accuracy"],
-                          {"accuracy": {"budget_s": p.accuracy_budget_s, "target_map50": p.accuracy_target_map50,
-                                        "eval_every_s": min(p.accuracy_eval_every_s, p.accuracy_budget_s / 2)}}))
+    for i, seed in enumerate(p.accuracy_seeds):
+        for v in p.accuracy_variants:
+            acc = {"budget_s": p.accuracy_budget_s, "target_map50": p.accuracy_target_map50,
+                   "eval_every_s": min(p.accuracy_eval_every_s, p.accuracy_budget_s / 2), "seed": int(seed)}
+            tasks.append(Task(f"accuracy:{v}:{seed}", v, ["accuracy"], {"accuracy": acc}, i))
     return tasks
 
 
@@ -109,8 +141,8 @@ def child_env(threads: int) -> dict:
 
 def run_task(task: Task, threads: int, device: str, timeout_s: float) -> dict:
     """Run one task in a fresh ``python -m bench.worker`` process; always returns an outcome dict."""
-    var = get_variant(task.variant)
-    spec = {"measurements": task.measurements, "variant": var.to_dict(), "params": task.params,
+    var = get_variant(task.variant).to_dict() if task.variant is not None else None
+    spec = {"measurements": task.measurements, "variant": var, "params": task.params,
             "threads": threads, "device": device}
     with tempfile.TemporaryDirectory(prefix="ovd-bench-") as tmp:
         spec_path, out_path = Path(tmp, "spec.json"), Path(tmp, "out.json")
@@ -134,7 +166,7 @@ def run_task(task: Task, threads: int, device: str, timeout_s: float) -> dict:
             out = {"status": "error", "outcomes": {m: {"status": "error", "rows": [], "error": f"{why}: {tail}"}
                                                     for m in task.measurements}}
     out["wall_seconds"] = seconds
-    out["task"] = {"id": task.id, "variant": task.variant, "measurements": task.measurements, "repeat": task.repeat,
+    out["task"] = {"id": task.id, "variant": task.row_label, "measurements": task.measurements, "repeat": task.repeat,
                    "params": task.params}
     return out
 
@@ -164,34 +196,94 @@ def log(msg: str) -> None:
     print(f"[ovd-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def estimate_seconds_left(remaining: list[Task], finished: dict[str, list[float]]) -> float | None:
+    """Seconds the ``remaining`` tasks will take: per task, the mean wall time of finished tasks of the
+    same kind (``Task.kind``), else the mean over all finished tasks; None before any task finished."""
+    every = [x for xs in finished.values() for x in xs]
+    if not every:
+        return None
+    overall = sum(every) / len(every)
+    return sum(sum(finished[t.kind]) / len(finished[t.kind]) if finished.get(t.kind) else overall
+               for t in remaining)
+
+
+def _fmt_duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s:02d} s" if m else f"{s} s"
+
+
+def _foreign_tasks(done: dict, current: dict) -> dict:
+    """Task id -> "commit X, source Y" for finished tasks not measured on the current commit and sources."""
+    foreign = {}
+    for tid, out in done.items():
+        env = out.get("environment") or {}
+        commit, src = env.get("git_commit") or "unknown", env.get("source_hash") or "unknown"
+        if commit != current["git_commit"] or src != current["source_hash"]:
+            foreign[tid] = f"commit {commit[:12]}, source {src[:12]}"
+    return foreign
+
+
 def run_profile(profile: Profile, out_dir: str | Path, threads: int, device: str = "auto",
-                resume: str | Path | None = None, command: str = "", environment: dict | None = None) -> Results:
-    """Run every task of ``profile`` and write ``out_dir/results.json`` after each one."""
+                resume: str | Path | None = None, command: str = "", environment: dict | None = None,
+                resume_any: bool = False) -> Results:
+    """Run every task of ``profile`` and write ``out_dir/results.json`` after each one.
+
+    ``resume``: a folder whose ``results.json`` tasks that finished ok are kept, not re-run. They must have
+    been measured on the current commit and source hash (``bench.env.provenance``), else
+    :class:`bench.errors.UsageError`; ``resume_any=True`` keeps them anyway. The results' environment
+    records ``source_hashes`` and ``git_commits`` (sorted, over every task) so a mixed file says so."""
+    from .env import provenance
+
     out_dir = Path(out_dir)
     path = out_dir / "results.json"
+    current = provenance()
     done: dict = {}
     if resume is not None:
         prev = Results.load(Path(resume) / "results.json")
         done = {k: v for k, v in prev.tasks.items() if v.get("status") == "ok"}
-    results = Results(environment=environment or {}, profile={**profile.to_dict(), "threads": threads},
+        foreign = _foreign_tasks(done, current)
+        if foreign and not resume_any:
+            seen = sorted(set(foreign.values()))
+            raise UsageError(
+                f"--resume {resume}: {len(foreign)} of {len(done)} finished tasks were measured on other code "
+                f"({'; '.join(seen[:3])}{' ...' if len(seen) > 3 else ''}; now commit {current['git_commit'][:12]}, "
+                f"source {current['source_hash'][:12]}); re-run without --resume, or pass --resume-any to keep them")
+    results = Results(environment={**current, **(environment or {})}, profile={**profile.to_dict(), "threads": threads},
                       command=command,
                       variants={n: get_variant(n).to_dict() for n in profile.names()})
-    results.tasks.update(done)
     tasks = plan(profile)
+    if any(t.variant is None and t.row_label == MACHINE for t in tasks):
+        results.variants[MACHINE] = dict(MACHINE_SPEC)  # so reports find the roofline rows' group
+    results.tasks.update(done)
     t_start = time.perf_counter()
+    finished: dict[str, list[float]] = {}
+    total = len(tasks)
     for i, task in enumerate(tasks, 1):
         if task.id in done:
-            log(f"[{i}/{len(tasks)}] {task.id}: already in {resume}, skipped")
+            log(f"[{i}/{total}] {task.id}: already in {resume}, skipped")
             continue
         out = run_task(task, threads, device, profile.timeout_s)
         results.tasks[task.id] = out
+        finished.setdefault(task.kind, []).append(out["wall_seconds"])
         errors = [f"{m}: {o.get('error')}" for m, o in out.get("outcomes", {}).items() if o.get("status") != "ok"]
-        log(f"[{i}/{len(tasks)}] {task.id}: {out['wall_seconds']:.1f} s "
+        left = estimate_seconds_left([t for t in tasks[i:] if t.id not in done], finished)
+        log(f"[{i}/{total}] {task.id}: {out['wall_seconds']:.1f} s "
             + ("ok" if not errors else "ERROR " + "; ".join(e[:200] for e in errors))
-            + f" (elapsed {time.perf_counter() - t_start:.0f} s)")
+            + f" (done {i}/{total}, elapsed {_fmt_duration(time.perf_counter() - t_start)}"
+            + (f", about {_fmt_duration(left)} left)" if left is not None else ")"))
+        _record_provenance(results)
         rebuild_rows(results)
         results.save(path)
+    _record_provenance(results)
     rebuild_rows(results)
     results.environment["suite_seconds"] = time.perf_counter() - t_start
     results.save(path)
     return results
+
+
+def _record_provenance(results: Results) -> None:
+    """Every commit and source hash the task outcomes came from (more than one: a mixed file)."""
+    envs = [out.get("environment") or {} for out in results.tasks.values()]
+    if envs:
+        results.environment["git_commits"] = sorted({str(e.get("git_commit") or "unknown") for e in envs})
+        results.environment["source_hashes"] = sorted({str(e.get("source_hash") or "unknown") for e in envs})

@@ -1,8 +1,10 @@
 """``python -m bench.worker SPEC.json OUT.json``: run measurements in this fresh process.
 
-SPEC: {"measurements": [names], "variant": {...}, "params": {...}, "threads": int, "device": str}.
+SPEC: {"measurements": [names], "variant": {...} or null, "params": {...}, "threads": int, "device": str}.
+``variant`` is null for measurements of the machine itself (the roofline): they get no preset/overrides.
 OUT: {"status": "ok"|"error", "outcomes": {measurement: {"status", "rows", "result", "error"}},
-"environment": {...}, "seconds": float}. Writes OUT atomically; never prints results.
+"environment": {... incl. git_commit, git_dirty, source_hash}, "seconds": float}. Writes OUT atomically;
+never prints results.
 """
 
 from __future__ import annotations
@@ -23,15 +25,17 @@ def run(spec: dict) -> dict:
     threads_info = limit_thread_pools(spec.get("threads"))
     from bench.measure import get_measurement
 
-    variant = spec["variant"]
+    variant = spec.get("variant")  # None: a measurement that needs no model (the roofline)
     params = dict(spec.get("params", {}))
     outcomes = {}
     for name in spec["measurements"]:
         t0 = time.perf_counter()
         try:
             m = get_measurement(name)
-            mspec = {"preset": variant["preset"], "overrides": variant.get("overrides", {}),
-                     "device": spec.get("device"), **params.get(name, {})}
+            # the model's source (bench.sources) and, for older readers, the preset + overrides it mirrors
+            model = {k: variant[k] for k in ("source", "preset", "overrides") if variant.get(k) is not None} \
+                if variant else {}
+            mspec = {**model, "device": spec.get("device"), **params.get(name, {})}
             result = m(mspec)
             outcomes[name] = {"status": "ok", "rows": result.rows(),
                               "result": asdict(result) if is_dataclass(result) else result}

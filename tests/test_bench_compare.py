@@ -1,0 +1,189 @@
+"""The regression gate on synthetic results: a slowdown of shared code (every variant alike, ratios
+unchanged) fails on efficiency and latency; noise within the spread passes; improvements pass;
+runs under different conditions are refused unless allowed."""
+
+import dataclasses
+import random
+from pathlib import Path
+
+import pytest
+
+from bench.compare import SPEED_RULE, IncomparableResults, SpreadRule, compare, efficiency, relative_spread
+from bench.errors import UsageError
+from bench.results import Results, Row, Stats
+
+REFERENCE = Path(__file__).resolve().parent.parent / "reports" / "reference" / "quick.json"
+BASE = {"baseline-tiny": {"fps_b1": 28.0, "fps_b4": 38.0, "train": 12.3, "flops": 1.89e9},
+        "optimized-tiny": {"fps_b1": 56.0, "fps_b4": 95.0, "train": 34.0, "flops": 0.68e9}}
+PEAK = 105e9  # FLOP/s, the roofline's torch fp32 peak
+
+
+def _row(variant, metric, samples, unit="", **extra):
+    st = Stats.of(samples)
+    return Row(variant, metric, st.median, unit, list(samples), st, extra={"precision": "fp32", **extra})
+
+
+def _samples(value, noise, rng, n=3):
+    return [value * (1 + rng.uniform(-noise, noise)) for _ in range(n)]
+
+
+def make_results(slowdown=1.0, noise=0.01, seed=0, peak_scale=1.0, env=None, profile=None, ttt=None,
+                 roofline=True) -> Results:
+    """Two-variant results as a quick run would write them. ``slowdown`` divides every speed of every
+    variant (shared code got slower), ``peak_scale`` multiplies the machine's peak (another machine)."""
+    rng = random.Random(seed)
+    rows = []
+    for v, m in BASE.items():
+        rows.append(Row(v, "flops/per_image", m["flops"], "FLOP", [m["flops"]], Stats.of([m["flops"]])))
+        rows.append(Row(v, "params/total", 1e6, "", [1e6], Stats.of([1e6])))
+        rows.append(_row(v, "train/samples_per_s", _samples(m["train"] / slowdown, noise, rng), "samples/s"))
+        for b in (1, 4):
+            fps = _samples(m[f"fps_b{b}"] / slowdown, noise, rng)
+            rows.append(_row(v, f"infer/fps_b{b}", fps, "images/s"))
+            rows.append(_row(v, f"infer/latency_p50_ms_b{b}", [b * 1e3 / x for x in fps], "ms"))
+        if ttt is not None:
+            if ttt[v] is None:
+                rows.append(Row(v, "accuracy/time_to_target_s", None, "s", status="not-measured",
+                                error="target val/mAP50 >= 0.3 not reached in 60 s"))
+            else:
+                rows.append(_row(v, "accuracy/time_to_target_s", _samples(ttt[v], noise, rng), "s"))
+    if roofline:
+        rows.append(_row("machine", "roofline/peak_fp32_torch", _samples(PEAK * peak_scale, noise, rng), "FLOP/s"))
+        rows.append(_row("machine", "roofline/peak_fp32", _samples(2 * PEAK * peak_scale, noise, rng), "FLOP/s"))
+    variants = {"baseline-tiny": {"reference": None, "group": "main"},
+                "optimized-tiny": {"reference": "baseline-tiny", "group": "main"},
+                "machine": {"reference": None, "group": "machine"}}
+    environment = {"device": "cpu", "cpu_model": "AMD EPYC", "torch": "2.14.1+cu130", "threads": 1, **(env or {})}
+    prof = {"name": "quick", "threads": 1, "infer_batch": 4, **(profile or {})}
+    return Results(rows=rows, environment=environment, variants=variants, profile=prof)
+
+
+def _failed_kinds(cmp):
+    return {c.kind for c in cmp.failures}
+
+
+def test_unchanged_and_noise_within_the_spread_pass():
+    ref = make_results(seed=0)
+    assert compare(ref, ref).passed
+    # another run of the same code: every sample moves by up to 4%
+    cmp = compare(ref, make_results(noise=0.04, seed=1))
+    assert cmp.passed, cmp.table(only_failures=True)
+    kinds = {c.kind for c in cmp.checks}
+    assert {"efficiency", "latency", "ratio", "exact"} <= kinds
+
+
+def test_shared_code_slowdown_fails_on_efficiency_and_latency_not_on_ratios():
+    ref, new = make_results(seed=0), make_results(slowdown=1.25, seed=1)
+    cmp = compare(ref, new)
+    assert not cmp.passed
+    assert _failed_kinds(cmp) == {"efficiency", "latency"}
+    # the root is gated; the ratios (optimized vs baseline) did not move
+    assert {c.variant for c in cmp.failures} == {"baseline-tiny"}
+    assert all(c.passed for c in cmp.checks if c.kind == "ratio")
+    eff = next(c for c in cmp.failures if c.kind == "efficiency")
+    assert eff.new == pytest.approx(eff.reference / 1.25, rel=0.05) and "slower" in eff.note
+
+
+def test_improvements_never_fail():
+    cmp = compare(make_results(seed=0), make_results(slowdown=0.5, seed=1))
+    assert cmp.passed, cmp.table(only_failures=True)
+
+
+def test_another_machine_is_cancelled_by_its_own_peak():
+    """A machine 30% slower at everything: efficiency is unchanged and passes; raw latency is not gated."""
+    ref = make_results(seed=0)
+    new = make_results(slowdown=1.3, peak_scale=1 / 1.3, seed=1, env={"cpu_model": "Intel Xeon"})
+    cmp = compare(ref, new)
+    assert cmp.passed, cmp.table(only_failures=True)
+    lat = [c for c in cmp.checks if c.kind == "latency"]
+    assert lat and all("not gated: different machines" in c.note for c in lat)
+    # ... and a real regression on that machine is still seen
+    worse = make_results(slowdown=1.3 * 1.25, peak_scale=1 / 1.3, seed=2, env={"cpu_model": "Intel Xeon"})
+    assert "efficiency" in _failed_kinds(compare(ref, worse))
+
+
+def test_roofline_missing_in_new_fails_the_efficiency_check():
+    cmp = compare(make_results(seed=0), make_results(seed=1, roofline=False))
+    eff = [c for c in cmp.failures if c.kind == "efficiency"]
+    assert eff and "roofline" in eff[0].note
+    # a reference without a roofline has no efficiency check (older references still gate the rest)
+    old = compare(make_results(seed=0, roofline=False), make_results(seed=1))
+    assert old.passed and not any(c.kind == "efficiency" for c in old.checks)
+
+
+def test_efficiency_is_flops_times_fps_over_the_torch_peak():
+    res = make_results(noise=0.0)
+    value, spread, peak = efficiency(res, "baseline-tiny", 4)
+    assert value == pytest.approx(1.89e9 * 38.0 / PEAK)
+    assert peak == "roofline/peak_fp32_torch" and spread == 0.0
+
+
+@pytest.mark.parametrize("env, profile, what", [
+    ({"threads": 2}, {"threads": 2}, "threads 1 vs 2"),
+    ({"torch": "2.15.0"}, {}, "torch 2.14 vs 2.15"),
+    ({"device": "NVIDIA H200"}, {}, "device cpu vs cuda"),
+    ({}, {"name": "default"}, "profile quick vs default"),
+])
+def test_incomparable_runs_are_refused_unless_allowed(env, profile, what):
+    ref, new = make_results(seed=0), make_results(seed=1, env=env, profile=profile)
+    with pytest.raises(IncomparableResults, match=what) as info:
+        compare(ref, new)
+    assert isinstance(info.value, UsageError) and "--allow-env-change" in str(info.value)
+    cmp = compare(ref, new, allow_env_change=True)
+    assert any(c.kind == "environment" and what in c.note for c in cmp.checks)
+
+
+def test_torch_patch_release_is_comparable():
+    assert compare(make_results(seed=0), make_results(seed=1, env={"torch": "2.14.2"})).passed
+
+
+def test_time_to_target_gated_when_present():
+    ttt = {"baseline-tiny": 40.0, "optimized-tiny": 30.0}
+    ref = make_results(seed=0, ttt=ttt)
+    assert compare(ref, make_results(seed=1, ttt=ttt)).passed
+    slower = compare(ref, make_results(seed=1, ttt={"baseline-tiny": 80.0, "optimized-tiny": 30.0}))
+    assert [c.kind for c in slower.failures] == ["time-to-target"]
+    missed = compare(ref, make_results(seed=1, ttt={"baseline-tiny": None, "optimized-tiny": 30.0}))
+    assert any(c.kind == "time-to-target" and "not reached" in c.note for c in missed.failures)
+
+
+def test_an_error_in_new_fails():
+    ref, new = make_results(seed=0), make_results(seed=1)
+    row = new.get("baseline-tiny", "infer/latency_p50_ms_b1")
+    new.rows[new.rows.index(row)] = dataclasses.replace(row, value=None, status="error", error="RuntimeError: boom")
+    cmp = compare(ref, new)
+    assert any(c.kind == "status" and "boom" in c.note for c in cmp.failures)
+
+
+def test_spread_rule_floor_cap_and_robust_spread():
+    rule = SpreadRule(3.0, 0.10, 0.20)
+    assert rule.tolerance([0.001])[0] == 0.10  # quiet runs: the floor
+    assert rule.tolerance([0.04, 0.03])[0] == pytest.approx(0.15)  # 3 x 5%
+    assert rule.tolerance([0.5])[0] == 0.20  # a noisy run cannot hide a 25% slowdown
+    row = _row("v", "m", [100.0, 101.0, 140.0])  # one outlier among three
+    assert relative_spread(row) == pytest.approx(1.4826 * 1 / 101)
+    assert relative_spread(_row("v", "m", [100.0])) == 0.0
+    with pytest.raises(ValueError):
+        SpreadRule(3.0, 0.3, 0.2)
+    assert SPEED_RULE.cap < 0.25  # the documented promise: a 25% slowdown always fails
+
+
+def test_committed_reference_passes_against_itself():
+    ref = Results.load(REFERENCE)
+    cmp = compare(ref, ref)
+    assert cmp.passed and any(c.kind == "latency" for c in cmp.checks)
+
+
+def test_cli_refuses_incomparable_runs_with_one_line(tmp_path, capsys):
+    from bench.cli import main
+
+    ref, new = tmp_path / "ref.json", tmp_path / "new.json"
+    make_results(seed=0).save(ref)
+    make_results(seed=1, env={"threads": 2}, profile={"threads": 2}).save(new)
+    assert main(["compare", str(ref), str(new)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not comparable" in err and "threads 1 vs 2" in err and len(err.splitlines()) == 1
+    assert main(["compare", str(ref), str(new), "--allow-env-change"]) == 0
+    make_results(seed=1, slowdown=1.25).save(new)
+    assert main(["compare", str(ref), str(new)]) == 1
+    assert "REGRESSION" in capsys.readouterr().out

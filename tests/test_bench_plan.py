@@ -1,0 +1,136 @@
+"""The plan: repeat counts of the pair, interleaving, the training loop, seeds of the accuracy runs,
+the roofline as the machine's own measurement; the progress estimate."""
+
+import dataclasses
+import re
+
+import pytest
+
+import bench.runner as runner
+from bench.env import provenance
+from bench.profiles import PROFILES, get_profile, restrict, with_overrides
+from bench.results import Results
+from bench.runner import MACHINE, Task, estimate_seconds_left, plan, rebuild_rows, run_profile
+from bench.variants import VARIANTS
+
+
+def _speed_counts(tasks):
+    counts = {}
+    for t in tasks:
+        if t.kind == "speed":
+            counts[t.variant] = counts.get(t.variant, 0) + 1
+    return counts
+
+
+def test_default_profile_gives_the_pair_at_least_five_repeats():
+    p = get_profile("default")
+    counts = _speed_counts(plan(p))
+    for v in p.pair:
+        assert counts[v] >= 5
+    others = [v for v in p.speed_variants if v not in p.pair]
+    assert others and all(counts[v] == p.repeats < counts[p.pair[0]] for v in others)
+
+
+@pytest.mark.parametrize("name", ["quick", "default", "full"])
+def test_speed_rounds_are_interleaved(name):
+    p = get_profile(name)
+    ids = [t.id for t in plan(p)]
+    a, b = p.pair
+    for r in range(p.pair_rounds - 1):
+        # A B A B: every round visits the pair before the next round starts
+        assert ids.index(f"speed:{a}:{r}") < ids.index(f"speed:{b}:{r}") < ids.index(f"speed:{a}:{r + 1}")
+    if p.repeats and len(p.speed_variants) > 2:
+        other = next(v for v in p.speed_variants if v not in p.pair)
+        assert ids.index(f"speed:{a}:0") < ids.index(f"speed:{other}:0") < ids.index(f"speed:{a}:1")
+
+
+@pytest.mark.parametrize("name", ["quick", "default", "full"])
+def test_train_loop_is_planned_for_the_pair_in_the_speed_rounds(name):
+    p = get_profile(name)
+    tasks = plan(p)
+    loops = [t for t in tasks if t.kind == "train_loop"]
+    assert p.train_loop_steps > 0
+    assert {t.variant for t in loops} == set(p.pair) and len(loops) == 2 * p.train_loop_repeats
+    spec = loops[0].params["train_loop"]
+    assert spec["steps"] == p.train_loop_steps and spec["warmup_steps"] == p.train_loop_warmup
+    assert set(spec) == {"batch_size", "steps", "warmup_steps"}
+    ids = [t.id for t in tasks]
+    a = p.pair[0]
+    assert ids.index(f"speed:{a}:0") < ids.index(f"train_loop:{a}:0") < ids.index(f"speed:{a}:1")
+
+
+def test_train_loop_off_by_default_and_in_the_accuracy_profile():
+    assert not any(t.kind == "train_loop" for t in plan(get_profile("accuracy")))
+    p = dataclasses.replace(get_profile("quick"), train_loop_steps=0)
+    assert not any(t.kind == "train_loop" for t in plan(p))
+
+
+def test_accuracy_profile_trains_each_variant_with_three_seeds_interleaved():
+    p = get_profile("accuracy")
+    acc = [t for t in plan(p) if t.kind == "accuracy"]
+    assert len(p.accuracy_seeds) >= 3
+    for v in p.accuracy_variants:
+        seeds = [t.params["accuracy"]["seed"] for t in acc if t.variant == v]
+        assert sorted(seeds) == sorted(p.accuracy_seeds)
+    assert [t.id for t in acc][:2] == [f"accuracy:{v}:{p.accuracy_seeds[0]}" for v in p.accuracy_variants]
+    assert all(re.fullmatch(r"accuracy:[\w+-]+:\d+", t.id) for t in acc)
+
+
+def test_accuracy_seeds_aggregate_into_one_row_with_a_spread():
+    res = Results()
+    for seed, (m, ttt) in enumerate([(0.5, 40.0), (0.6, 30.0), (0.55, 35.0)]):
+        res.tasks[f"accuracy:v:{seed}"] = {
+            "status": "ok", "task": {"id": f"accuracy:v:{seed}", "variant": "v", "repeat": seed},
+            "outcomes": {"accuracy": {"status": "ok", "rows": [
+                {"metric": "accuracy/val/mAP50", "value": m, "unit": "fraction"},
+                {"metric": "accuracy/time_to_target_s", "value": ttt, "unit": "s"}]}}}
+    rebuild_rows(res)
+    row = res.get("v", "accuracy/val/mAP50")
+    assert row.stats.n == 3 and row.value == pytest.approx(0.55) and row.stats.iqr > 0
+    assert res.get("v", "accuracy/time_to_target_s").stats.n == 3
+
+
+def test_roofline_is_the_machines_measurement_not_a_variant():
+    assert MACHINE not in VARIANTS
+    p = get_profile("quick")
+    assert "roofline" in p.extras and p.roofline_sizes
+    roof = [t for t in plan(p) if t.kind == "roofline"]
+    assert len(roof) == p.roofline_repeats
+    assert all(t.variant is None and t.row_label == MACHINE for t in roof)
+    for prof in PROFILES.values():
+        assert MACHINE not in prof.names()
+
+
+def test_explicit_repeats_apply_to_the_pair_too():
+    p = with_overrides(get_profile("default"), repeats=2)
+    assert set(_speed_counts(plan(p)).values()) == {2}
+    q = restrict(get_profile("quick"), ["optimized-tiny"])
+    assert _speed_counts(plan(q)) == {"optimized-tiny": q.pair_rounds}
+
+
+def test_estimate_uses_the_same_kind_then_all_tasks():
+    remaining = [Task("speed:a:1", "a", ["speed"]), Task("speed:b:1", "b", ["speed"]),
+                 Task("accuracy:a:0", "a", ["accuracy"])]
+    assert estimate_seconds_left(remaining, {}) is None
+    finished = {"speed": [10.0, 20.0], "static": [3.0]}
+    # two speed tasks at their mean (15 s), the accuracy task at the mean of all (11 s)
+    assert estimate_seconds_left(remaining, finished) == pytest.approx(15 + 15 + 11)
+
+
+def test_progress_line_shows_done_total_and_time_left(tmp_path, monkeypatch, capsys):
+    now = provenance()
+
+    def fake_run_task(task, threads, device, timeout_s):
+        return {"status": "ok", "wall_seconds": 2.0, "environment": dict(now),
+                "outcomes": {m: {"status": "ok", "rows": [{"metric": "params/total", "value": 1.0, "unit": ""}]}
+                             for m in task.measurements},
+                "task": {"id": task.id, "variant": task.row_label, "measurements": task.measurements,
+                         "repeat": task.repeat, "params": task.params}}
+
+    monkeypatch.setattr(runner, "run_task", fake_run_task)
+    p = with_overrides(get_profile("quick"), static_variants=("baseline-tiny", "optimized-tiny", "baseline-tiny+sdpa"),
+                       memory_variants=(), speed_variants=(), extras=(), repeats=0, train_loop_steps=0)
+    res = run_profile(p, tmp_path, threads=1)
+    err = capsys.readouterr().err
+    assert "done 1/3" in err and "about 4 s left" in err and "done 3/3" in err
+    assert res.environment["source_hashes"] == [now["source_hash"]]
