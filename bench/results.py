@@ -11,7 +11,7 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +37,31 @@ class Stats:
 
     @classmethod
     def of(cls, samples: list[float]) -> Stats | None:
-        xs = sorted(float(x) for x in samples if x is not None and math.isfinite(float(x)))
+        """Statistics of the finite samples (None and NaN/inf dropped); None when none is left."""
+        xs = [float(x) for x in samples if x is not None and math.isfinite(float(x))]
         if not xs:
             return None
+        q1, med, q3 = quantile(xs, (0.25, 0.5, 0.75))
+        return cls(med, q1, q3, q3 - q1, len(xs))
 
-        def q(p: float) -> float:
-            pos = (len(xs) - 1) * p
-            lo, hi = math.floor(pos), math.ceil(pos)
-            return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
-        return cls(q(0.5), q(0.25), q(0.75), q(0.75) - q(0.25), len(xs))
+def quantile(xs, q):
+    """The suite's one quantile function: numpy's linear interpolation between order statistics
+    (numpy's default, "type 7"). ``q`` a fraction in [0, 1] -> float, or a sequence -> list of floats."""
+    import numpy as np
+
+    arr = np.asarray(list(xs), dtype=float)
+    if arr.size == 0:
+        raise ValueError("quantile of no samples")
+    out = np.quantile(arr, q)
+    return float(out) if np.ndim(out) == 0 else [float(v) for v in out]
 
 
 @dataclass
 class Row:
+    """One metric of one variant. A measurement process emits rows through :func:`measured` (variant
+    and samples still empty: the runner's :func:`aggregate` fills them from every repeat)."""
+
     variant: str
     metric: str
     value: float | None
@@ -71,6 +82,15 @@ class Row:
     @property
     def key(self) -> tuple[str, str]:
         return self.variant, self.metric
+
+
+def measured(metric: str, value: float | None, unit: str, extra: dict | None = None, *, status: str = "ok",
+             error: str | None = None) -> Row:
+    """A row as one measurement process reports it (one sample; ``extra["calls"]``, when present, the
+    per-call seconds). ``value`` None needs a status other than "ok" and the reason in ``error``."""
+    if value is None and status == "ok":
+        raise ResultsError(f"row {metric}: a missing value needs status 'error' or 'not-measured' and a reason")
+    return Row("", metric, value, unit, status=status, error=error, extra=dict(extra or {}))
 
 
 @dataclass
@@ -165,6 +185,8 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def _json_default(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return asdict(obj)  # rows and results of measurements
     if hasattr(obj, "item"):
         return obj.item()
     if isinstance(obj, (set, tuple)):
@@ -175,8 +197,9 @@ def _json_default(obj: Any) -> Any:
 def aggregate(variant: str, measurement: str, outcomes: list[dict]) -> list[Row]:
     """Merge task outcomes (one per repeat process) of one (variant, measurement) into rows.
 
-    Each outcome: {"status": "ok"|"error", "rows": [{"metric", "value", "unit", "extra"?, "status"?,
-    "error"?}], "error": str}. The value is the median of the repeat samples."""
+    Each outcome (the worker's JSON): {"status": "ok"|"error", "rows": [a :func:`measured` Row as a dict:
+    "metric", "value", "unit", "extra", "status", "error"], "error": str}. The value is the median of the
+    repeat samples."""
     rows: dict[str, Row] = {}
     errors = [o.get("error") for o in outcomes if o.get("status") != "ok"]
     for o in outcomes:

@@ -18,7 +18,7 @@ def test_params_per_component(tiny_model):
     assert r.total == sum(c["total"] for c in r.components.values())
     assert r.components["text_encoder"]["trainable"] < r.components["text_encoder"]["total"]  # frozen
     assert 0 < r.image_backbone < r.components["image_encoder"]["total"]
-    assert {x["metric"] for x in r.rows()} >= {"params/total", "params/trainable", "params/image_backbone"}
+    assert {x.metric for x in r.rows()} >= {"params/total", "params/trainable", "params/image_backbone"}
 
 
 @pytest.mark.parametrize("train", [False, True])
@@ -79,10 +79,10 @@ def test_accuracy_measurement_uses_the_trainer(monkeypatch):
     from bench.measure.accuracy import measure
 
     r = measure({"preset": "optimized-tiny", "budget_s": 9, "target_map50": 0.3})
-    rows = {x["metric"]: x for x in r.rows()}
+    rows = {x.metric: x for x in r.rows()}
     assert calls["budget"] == 9
-    assert rows["accuracy/val/mAP50"]["value"] == 0.41
-    assert rows["accuracy/time_to_target_s"]["value"] == 5.0
+    assert rows["accuracy/val/mAP50"].value == 0.41
+    assert rows["accuracy/time_to_target_s"].value == 5.0
 
 
 def test_peak_of_call_cuda_branch_reads_the_allocator(monkeypatch):

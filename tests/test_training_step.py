@@ -15,9 +15,14 @@ from ovd.training.step import NonFiniteLossError, build_train_step, parameter_gr
 
 
 @pytest.fixture(scope="module")
-def batches(tmp_path_factory):
+def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     write_synthetic_dataset(root, seed=2, num_train=8, num_val=2, num_test=2, num_novel=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def batches(root):
     cfg = ovd.get_config("optimized-tiny", {"train.batch_size": 4})
     dm = build_datamodule(cfg, root)
     dm.setup("fit")
@@ -82,3 +87,14 @@ def test_precision_resolution():
     assert resolve_precision("bf16-mixed", "cpu") == "bf16"
     with pytest.raises(ValueError, match="train.precision"):
         resolve_precision("int8", "cpu")
+
+
+def test_training_loop_timer_counts_only_the_timed_steps(root):
+    from ovd.training.run import time_training_loop
+
+    cfg = ovd.get_config("optimized-tiny", {"train.batch_size": 4})
+    out = time_training_loop(cfg, steps=3, warmup_steps=1, data_root=str(root), accelerator="cpu")
+    assert out["samples"] == 3 * 4 and out["steps"] == 3  # crosses an epoch boundary (8 images, batch 4)
+    assert out["seconds"] > 0 and out["samples_per_s"] == pytest.approx(12 / out["seconds"])
+    with pytest.raises(ValueError, match="steps"):
+        time_training_loop(cfg, steps=0, data_root=str(root))

@@ -1,9 +1,15 @@
-"""One module per measurement. Each exposes ``measure(spec) -> Result`` (a dataclass with ``rows()``);
-none prints. ``MEASUREMENTS`` maps the names the runner uses to those functions."""
+"""One module per measurement. Each exposes ``measure(spec) -> Result`` (a dataclass with ``rows() ->
+list[bench.results.Row]``, built with ``bench.results.measured``); none prints. ``spec`` is the
+measurement's typed spec (``bench.measure.specs``) or the worker's dict (``XSpec.from_dict``); its model
+comes from ``spec.source`` (``bench.sources``). Times come from ``bench.measure.timing.time_calls``,
+quantiles from ``bench.results.quantile``, memory peaks from ``bench.measure.memory.measure_peak``.
+``MEASUREMENTS`` maps the names the runner uses to those functions."""
 
 from __future__ import annotations
 
 import importlib
+
+from bench.errors import UsageError
 
 #: measurement name -> (module, function). Add a measurement here.
 MEASUREMENTS = {
@@ -12,6 +18,7 @@ MEASUREMENTS = {
     "memory_train": ("bench.measure.memory", "measure_train"),
     "memory_infer": ("bench.measure.memory", "measure_infer"),
     "speed": ("bench.measure.speed", "measure"),
+    "train_loop": ("bench.measure.train_loop", "measure"),
     "accuracy": ("bench.measure.accuracy", "measure"),
     # issue 5 extras
     "peer_static": ("bench.measure.peers", "measure_static"),
@@ -25,6 +32,6 @@ MEASUREMENTS = {
 
 def get_measurement(name: str):
     if name not in MEASUREMENTS:
-        raise ValueError(f"unknown measurement {name!r}; choose one of {sorted(MEASUREMENTS)}")
+        raise UsageError(f"unknown measurement {name!r}; choose one of {sorted(MEASUREMENTS)}")
     module, func = MEASUREMENTS[name]
     return getattr(importlib.import_module(module), func)

@@ -29,11 +29,13 @@ side; probabilities: 0..1).
 from __future__ import annotations
 
 import copy
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.measure.specs import ArmsSpec
+from bench.results import Row, measured, quantile
 
 FEATURES = ("inference_mode", "channels_last", "bf16", "fp16", "int8", "compile", "onnx", "text_cache")
 FP32_TOLERANCE = 1e-3
@@ -77,7 +79,9 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
 
 def get_arm(name: str) -> Arm:
     if name not in ARMS:
-        raise ValueError(f"unknown arm {name!r}; choose from {list(ARMS)}")
+        from ..errors import UsageError
+
+        raise UsageError(f"unknown arm {name!r}; choose from {list(ARMS)}")
     return ARMS[name]
 
 
@@ -275,7 +279,7 @@ class ArmsResult:
     arms: dict = field(default_factory=dict)
     emit: list = field(default_factory=list)
 
-    def rows(self) -> list[dict]:
+    def rows(self) -> list[Row]:
         out = []
         B = self.batch_size
         for name in self.emit:
@@ -284,43 +288,42 @@ class ArmsResult:
             extra = {"batch_size": B, "features": a.get("features"), "tolerance": a.get("tolerance"),
                      "threads": self.threads, "device": self.device, "reference": REFERENCE}
             if a.get("skipped"):
-                out.append({"metric": f"{base}/gain", "value": None, "unit": "x", "status": "not-measured",
-                            "error": a["skipped"], "extra": extra})
+                out.append(measured(f"{base}/gain", None, "x", extra, status="not-measured", error=a["skipped"]))
                 continue
             if a.get("error"):
-                out.append({"metric": f"{base}/gain", "value": None, "unit": "x", "status": "error",
-                            "error": a["error"], "extra": extra})
+                out.append(measured(f"{base}/gain", None, "x", extra, status="error", error=a["error"]))
                 continue
             calls = a["calls_s"]
-            med = statistics.median(calls)
+            med = quantile(calls, 0.5)
             out += [
-                {"metric": f"{base}/fps_b{B}", "value": B / med, "unit": "images/s", "extra": {**extra, "calls": calls}},
-                {"metric": f"{base}/latency_p50_ms", "value": med * 1e3, "unit": "ms", "extra": extra},
-                {"metric": f"{base}/gain", "value": a["gain"], "unit": "x", "extra": extra},
-                {"metric": f"{base}/setup_s", "value": a["setup_s"], "unit": "s", "extra": extra},
+                measured(f"{base}/fps_b{B}", B / med, "images/s", {**extra, "calls": calls}),
+                measured(f"{base}/latency_p50_ms", med * 1e3, "ms", extra),
+                measured(f"{base}/gain", a["gain"], "x", extra),
+                measured(f"{base}/setup_s", a["setup_s"], "s", extra),
             ]
             for k, v in a.get("diffs", {}).items():
                 unit = "fraction of queries" if k == "agreement" else "abs diff"
-                out.append({"metric": f"{base}/{k}", "value": v, "unit": unit, "extra": extra})
+                out.append(measured(f"{base}/{k}", v, unit, extra))
             if "parity_ok" in a:
-                out.append({"metric": f"{base}/parity_ok", "value": float(a["parity_ok"]), "unit": "bool",
-                            "extra": {**extra, "notes": a.get("notes")}})
+                out.append(measured(f"{base}/parity_ok", float(a["parity_ok"]), "bool",
+                                    {**extra, "notes": a.get("notes")}))
         return out
 
 
-def measure(spec: dict) -> ArmsResult:
-    """spec: preset, overrides, arms (names; the reference is always built and timed), emit (arms whose
-    rows to report, default all given), batch_size (8), warmup (1), rounds (2), iters (2), device."""
+def measure(spec: ArmsSpec | dict) -> ArmsResult:
+    """The arms of :class:`bench.measure.specs.ArmsSpec` (the reference is always built and timed;
+    rows for ``emit``, default the reference and every arm given)."""
     import torch
 
     from bench.common import build_model, make_batch, resolve_device
 
-    device = resolve_device(spec.get("device"))
-    names = [n for n in spec.get("arms", list(ARMS)) if n != REFERENCE]
-    emit = list(spec.get("emit") or [REFERENCE] + names)
-    B = int(spec.get("batch_size", 8))
-    warmup, rounds, iters = int(spec.get("warmup", 1)), int(spec.get("rounds", 2)), int(spec.get("iters", 2))
-    model = build_model(spec["preset"], spec.get("overrides"), device).eval()
+    spec = ArmsSpec.coerce(spec)
+    device = resolve_device(spec.device)
+    names = [get_arm(n).name for n in (spec.arms if spec.arms is not None else ARMS) if n != REFERENCE]
+    emit = list(spec.emit or [REFERENCE] + names)
+    B = spec.batch_size
+    warmup, rounds, iters = spec.warmup, spec.rounds, spec.iters
+    model = build_model(spec.source.preset, spec.source.overrides, device).eval()
     randomize_zero_init(model)
     model.to(device)
     batch = make_batch(model, B, device)
@@ -351,7 +354,7 @@ def measure(spec: dict) -> ArmsResult:
                 rec["error"] = f"{type(err).__name__}: {str(err)[:1500]}"
                 if name == REFERENCE:
                     raise
-        from bench.measure.speed import time_calls
+        from bench.measure.timing import time_calls
 
         order = list(fns)
         times: dict = {n: [] for n in order}
@@ -362,11 +365,11 @@ def measure(spec: dict) -> ArmsResult:
                     times[name] += time_calls(fns[name], device, 0, iters)
                 except Exception as err:  # noqa: BLE001
                     result.arms[name]["error"] = f"{type(err).__name__}: {str(err)[:1500]}"
-        ref_med = statistics.median(times[REFERENCE])
+        ref_med = quantile(times[REFERENCE], 0.5)
         for name in order:
             rec = result.arms[name]
             if rec.get("error") or not times[name]:
                 continue
             rec["calls_s"] = times[name]
-            rec["gain"] = ref_med / statistics.median(times[name])
+            rec["gain"] = ref_med / quantile(times[name], 0.5)
     return result

@@ -14,6 +14,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from bench.measure.specs import FlopsSpec
+from bench.results import Row, measured
+
 UNIT = "FLOPs (2*MACs)"
 #: Op names that do real arithmetic; seen without a formula they are reported as uncounted.
 _COMPUTE_OP = re.compile(r"(attention|conv|\bmm\b|matmul|bmm|addmm|linear|einsum|_scaled_mm)")
@@ -60,12 +63,12 @@ class FlopsResult:
     by_op: dict = field(default_factory=dict)
     uncounted_ops: dict = field(default_factory=dict)
 
-    def rows(self) -> list[dict]:
+    def rows(self) -> list[Row]:
         extra = {"uncounted_ops": self.uncounted_ops, "batch_size": self.batch_size,
                  "prompt_tokens": self.prompt_tokens}
-        out = [{"metric": "flops/per_image", "value": self.per_image, "unit": self.unit, "extra": extra}]
+        out = [measured("flops/per_image", self.per_image, self.unit, extra)]
         for name, v in self.per_module.items():
-            out.append({"metric": f"flops/{name}", "value": v, "unit": self.unit})
+            out.append(measured(f"flops/{name}", v, self.unit))
         return out
 
 
@@ -97,13 +100,34 @@ def count_flops(fn, mods=None) -> tuple[int, dict, dict, dict]:
     return int(total), per_module, by_op, uncounted
 
 
-def measure(spec: dict) -> FlopsResult:
+def _measure_under_test(spec: FlopsSpec) -> FlopsResult:
+    """A factory's / hub model's forward on its example inputs (prompt_tokens unknown: 0)."""
+    import torch
+
+    from bench.sources import build_under_test
+
+    mut = build_under_test(spec.source, "cpu", spec.batch_size)
+    mut.module.eval()
+
+    def fwd():
+        with torch.no_grad():
+            mut.forward()
+
+    total, _, by_op, uncounted = count_flops(fwd)
+    b = mut.batch_size
+    return FlopsResult(total / b, UNIT, b, 0, {}, {k: v / b for k, v in by_op.items()}, uncounted)
+
+
+def measure(spec: FlopsSpec | dict) -> FlopsResult:
     import torch
 
     from bench.common import build_model, make_batch
 
-    batch_size = int(spec.get("batch_size", 1))
-    model = build_model(spec["preset"], spec.get("overrides"), "cpu").eval()
+    spec = FlopsSpec.coerce(spec)
+    if not spec.is_preset:
+        return _measure_under_test(spec)
+    batch_size = spec.batch_size
+    model = build_model(spec.source.preset, spec.source.overrides, "cpu").eval()
     batch = make_batch(model, batch_size, "cpu")
 
     def fwd():

@@ -2,8 +2,11 @@
 (speed, memory, parameters and FLOPs do not need trained weights), measured with the same method
 as our variants: one fresh process per measurement, warm-up, fixed shapes, device sync, repeats.
 
-Peers (``PEERS``; a variant's preset ``peer:<name>``, its overrides are config keyword arguments,
-nested dicts for ``backbone_config`` / ``text_config`` / ``vision_config``):
+Peers (``PEERS``) are factories (``bench.sources.FactorySource``: :func:`grounding_dino_t`,
+:func:`owlvit_b32`, each ``build(device, batch_size, image_size, prompt_tokens, **config) ->
+ModelUnderTest``); the source's ``kwargs`` are config keyword arguments, nested dicts for
+``backbone_config`` / ``text_config`` / ``vision_config``. A :class:`bench.sources.HubSource` is built
+here too (:func:`hub_model_under_test`):
 
 - ``grounding-dino-t``: ``GroundingDinoForObjectDetection(GroundingDinoConfig())``: a Swin-T
   backbone (transformers' own Swin, never downloaded), BERT-base text encoder built from its config,
@@ -24,32 +27,27 @@ attention samples with ``grid_sampler_2d``, which FlopCounterMode does not count
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass, field
 
-PEER_PREFIX = "peer:"
+from bench.measure.specs import PeerSpec
+from bench.results import Row, measured
 
 
 @dataclass(frozen=True)
-class PeerSpec:
+class PeerInfo:
     name: str
+    target: str  # the factory, "bench.measure.peers:<function>"
     description: str
     default_params_m: float  # parameters (millions) of the default config, for the report's context
 
 
 PEERS = {
-    "grounding-dino-t": PeerSpec("grounding-dino-t", "transformers GroundingDinoForObjectDetection("
-                                 "GroundingDinoConfig()): Swin-T + BERT-base, 900 queries", 172.0),
-    "owlvit-b32": PeerSpec("owlvit-b32", "transformers OwlViTForObjectDetection(OwlViTConfig()): CLIP ViT-B/32 "
-                           "+ CLIP text", 153.0),
+    "grounding-dino-t": PeerInfo("grounding-dino-t", "bench.measure.peers:grounding_dino_t",
+                                 "transformers GroundingDinoForObjectDetection(GroundingDinoConfig()): Swin-T + "
+                                 "BERT-base, 900 queries", 172.0),
+    "owlvit-b32": PeerInfo("owlvit-b32", "bench.measure.peers:owlvit_b32", "transformers OwlViTForObjectDetection("
+                           "OwlViTConfig()): CLIP ViT-B/32 + CLIP text", 153.0),
 }
-
-
-def peer_name(preset: str) -> str:
-    name = preset[len(PEER_PREFIX):] if preset.startswith(PEER_PREFIX) else preset
-    if name not in PEERS:
-        raise ValueError(f"unknown peer {name!r}; choose one of {sorted(PEERS)}")
-    return name
 
 
 def _grounding_dino(overrides: dict, image_size: int):
@@ -73,14 +71,52 @@ def _owlvit(overrides: dict, image_size: int):
     return OwlViTForObjectDetection(OwlViTConfig(text_config=text, vision_config=vision, **kw))
 
 
-def build_peer(preset: str, overrides: dict | None, image_size: int, device, seed: int = 0):
-    """Build a peer with random weights on ``device`` in eval mode. No download happens."""
+def _under_test(model, device, batch_size: int, image_size: int, prompt_tokens: int | None, seed: int):
+    from bench.sources import ModelUnderTest
+
+    model = model.to(device).eval()
+    return ModelUnderTest(model, make_peer_inputs(model, batch_size, image_size, device, prompt_tokens, seed))
+
+
+def grounding_dino_t(device, batch_size: int = 1, image_size: int = 224, prompt_tokens: int | None = None,
+                     seed: int = 0, **config):
+    """Factory: Grounding DINO-T with random weights (``config``: GroundingDinoConfig keyword arguments)
+    and its inputs at ``batch_size`` x ``image_size`` with our prompt. No download happens."""
     import torch
 
     torch.manual_seed(seed)
-    name = peer_name(preset)
-    builder = {"grounding-dino-t": _grounding_dino, "owlvit-b32": _owlvit}[name]
-    return builder(dict(overrides or {}), int(image_size)).to(device).eval()
+    return _under_test(_grounding_dino(config, int(image_size)), device, batch_size, image_size, prompt_tokens, seed)
+
+
+def owlvit_b32(device, batch_size: int = 1, image_size: int = 224, prompt_tokens: int | None = None,
+               seed: int = 0, **config):
+    """Factory: OWL-ViT B/32 with random weights, its vision tower at ``image_size`` (``config``:
+    OwlViTConfig keyword arguments), and its inputs (one text query per image)."""
+    import torch
+
+    torch.manual_seed(seed)
+    return _under_test(_owlvit(config, int(image_size)), device, batch_size, image_size, prompt_tokens, seed)
+
+
+def hub_model_under_test(source, device, batch_size: int = 1, image_size: int = 224,
+                         prompt_tokens: int | None = None, seed: int = 0):
+    """A :class:`bench.sources.HubSource`: ``transformers.<model_class>`` from a local checkpoint folder
+    (offline) or from its config class with random weights; inputs as the peers' (pixel_values,
+    input_ids, attention_mask)."""
+    import torch
+    import transformers
+
+    from bench.sources import SourceError
+
+    cls = getattr(transformers, source.model_class, None)
+    if cls is None:
+        raise SourceError(f"hub source: transformers has no class {source.model_class!r}")
+    torch.manual_seed(seed)
+    if source.path is not None:
+        model = cls.from_pretrained(source.path, local_files_only=True)
+    else:
+        model = cls(cls.config_class(**source.config))
+    return _under_test(model, device, batch_size, image_size, prompt_tokens, seed)
 
 
 def prompt_ids(prompt_tokens: int | None = None):
@@ -124,28 +160,26 @@ def make_peer_inputs(model, batch_size: int, image_size: int, device, prompt_tok
 
 def _components(model) -> dict:
     """name -> module for the parameter split (image backbone, text encoder)."""
-    if getattr(model.config, "model_type", "") == "grounding-dino":
+    kind = getattr(getattr(model, "config", None), "model_type", "")
+    if kind == "grounding-dino":
         return {"image_backbone": model.model.backbone, "text_encoder": model.model.text_backbone}
-    return {"image_backbone": model.owlvit.vision_model, "text_encoder": model.owlvit.text_model}
+    if kind == "owlvit":
+        return {"image_backbone": model.owlvit.vision_model, "text_encoder": model.owlvit.text_model}
+    return {}  # another model: no known split
 
 
-def _precision(spec: dict, device) -> str:
+def _precision(spec: PeerSpec, device) -> str:
     from bench.common import resolve_precision
 
-    p = spec.get("precision", "auto")
+    p = spec.precision
     return p if p in ("fp32", "fp16", "bf16") else resolve_precision(p, device)
 
 
-def _forward(model, inputs: dict, precision: str, device):
-    import torch
+def _build(spec: PeerSpec, device, batch_size: int):
+    from bench.sources import build_under_test
 
-    from bench.common import autocast
-
-    def forward():
-        with torch.inference_mode(), autocast(precision, device):
-            return model(**inputs)
-
-    return forward
+    return build_under_test(spec.source, device, batch_size, image_size=spec.image_size,
+                            prompt_tokens=spec.prompt_tokens)
 
 
 @dataclass
@@ -164,88 +198,84 @@ class PeerStaticResult:
     uncounted_ops: dict = field(default_factory=dict)
     unit: str = "FLOPs (2*MACs)"
 
-    def rows(self) -> list[dict]:
+    def rows(self) -> list[Row]:
         extra = {"image_size": self.image_size, "prompt_tokens": self.prompt_tokens, "weights": "random"}
-        out = [{"metric": "params/total", "value": self.total, "unit": "params", "extra": extra},
-               {"metric": "params/trainable", "value": self.trainable, "unit": "params", "extra": extra}]
+        out = [measured("params/total", self.total, "params", extra),
+               measured("params/trainable", self.trainable, "params", extra)]
         for name, n in self.components.items():
-            out.append({"metric": f"params/{name}", "value": n, "unit": "params", "extra": extra})
+            out.append(measured(f"params/{name}", n, "params", extra))
         if self.flops_per_image is not None:
-            out.append({"metric": "flops/per_image", "value": self.flops_per_image, "unit": self.unit,
-                        "extra": {**extra, "uncounted_ops": self.uncounted_ops, "batch_size": 1}})
+            out.append(measured("flops/per_image", self.flops_per_image, self.unit,
+                                {**extra, "uncounted_ops": self.uncounted_ops, "batch_size": 1}))
         return out
 
 
-def measure_static(spec: dict) -> PeerStaticResult:
-    """spec: preset ("peer:<name>"), overrides, image_size, prompt_tokens (None: our prompt), flops (bool)."""
+def measure_static(spec: PeerSpec | dict) -> PeerStaticResult:
+    """Parameters and (``spec.flops``) forward FLOPs per image at batch 1."""
     import torch
 
     from bench.measure.flops import count_flops
     from bench.measure.params import count
 
-    size = int(spec.get("image_size", 224))
-    model = build_peer(spec["preset"], spec.get("overrides"), size, "cpu")
+    spec = PeerSpec.coerce(spec)
+    mut = _build(spec, "cpu", 1)
+    model = mut.module
     total, trainable = count(model)
     comps = {k: count(m)[0] for k, m in _components(model).items()}
-    inputs = make_peer_inputs(model, 1, size, "cpu", spec.get("prompt_tokens"))
-    res = PeerStaticResult(peer_name(spec["preset"]), size, int(inputs["input_ids"].shape[1]), total, trainable, comps)
-    if spec.get("flops", True):
+    ids = mut.example_inputs.get("input_ids") if isinstance(mut.example_inputs, dict) else None
+    res = PeerStaticResult(spec.source.describe(), spec.image_size, int(ids.shape[1]) if ids is not None else 0,
+                           total, trainable, comps)
+    if spec.flops:
         def fwd():
             with torch.no_grad():
-                model(**inputs)
+                mut.forward()
 
         flops, _, by_op, uncounted = count_flops(fwd)
         res.flops_per_image, res.by_op, res.uncounted_ops = float(flops), by_op, uncounted
     return res
 
 
-def measure_speed(spec: dict):
+def measure_speed(spec: PeerSpec | dict):
     """Inference FPS and latency at batch 1 and ``infer_batch`` (forward only; the peers' own
-    post-processing is not timed). spec: preset, overrides, image_size, infer_batch, warmup, iters,
-    precision ("auto": as our optimized preset: fp16 autocast on CUDA, fp32 on the CPU)."""
+    post-processing is not timed), at ``precision`` ("auto": as our optimized preset: fp16 autocast on
+    CUDA, fp32 on the CPU)."""
     import torch
 
     from bench.common import resolve_device
-    from bench.measure.speed import SpeedResult, time_calls
+    from bench.measure.speed import SpeedResult
+    from bench.measure.timing import time_calls
+    from bench.measure.under_test import make_forward
 
-    device = resolve_device(spec.get("device"))
-    size = int(spec.get("image_size", 224))
-    warmup, iters = int(spec.get("warmup", 1)), int(spec.get("iters", 3))
-    batch = int(spec.get("infer_batch", 8))
+    spec = PeerSpec.coerce(spec)
+    device = resolve_device(spec.device)
     precision = _precision(spec, device)
-    model = build_peer(spec["preset"], spec.get("overrides"), size, device)
-    result = SpeedResult(0, batch, precision, torch.get_num_threads())
-    for b, key in ((1, "b1"), (batch, "bN")):
-        inputs = make_peer_inputs(model, b, size, device, spec.get("prompt_tokens"))
-        result.infer_s[key] = time_calls(_forward(model, inputs, precision, device), device, warmup, iters)
+    result = SpeedResult(0, spec.infer_batch, precision, torch.get_num_threads())
+    for b, key in ((1, "b1"), (spec.infer_batch, "bN")):
+        mut = _build(spec, device, b)
+        result.infer_s[key] = time_calls(make_forward(mut, precision, device), device, spec.warmup, spec.iters)
+        del mut
     return result
 
 
-def measure_memory(spec: dict):
-    """Peak memory (MiB) of one inference forward at ``batch_size``, as ``memory.measure_infer`` does
-    for ours: CUDA allocator peaks, or on the CPU the RSS peak of this fresh process."""
-    import torch
-
+def measure_memory(spec: PeerSpec | dict):
+    """Peak memory (MiB) of one inference forward at ``batch_size`` (default 8), with the same set-up as
+    ``memory.measure_infer`` (``bench.measure.memory.measure_peak``)."""
     from bench.common import resolve_device
-    from bench.measure.memory import MemoryResult, MiB, current_rss, peak_of_call
+    from bench.measure.memory import MemoryResult, measure_peak
+    from bench.measure.under_test import make_forward
 
-    device = resolve_device(spec.get("device"))
-    cuda = device.type == "cuda"
-    size = int(spec.get("image_size", 224))
-    batch = int(spec.get("batch_size") or 8)
+    spec = PeerSpec.coerce(spec)
+    device = resolve_device(spec.device)
     precision = _precision(spec, device)
+    batch = spec.batch_size or 8
     import transformers.models.grounding_dino.modeling_grounding_dino  # noqa: F401  (imports are not the model)
     import transformers.models.owlvit.modeling_owlvit  # noqa: F401
 
     prompt_ids()  # tokenizer loaded before the baseline reading
-    gc.collect()
-    before_model = torch.cuda.memory_allocated(device) if cuda else current_rss()
-    model = build_peer(spec["preset"], spec.get("overrides"), size, device)
-    inputs = make_peer_inputs(model, batch, size, device, spec.get("prompt_tokens"))
-    fn = _forward(model, inputs, precision, device)
-    gc.collect()
-    before_step, peak, reserved, method = peak_of_call(fn, device, float(spec.get("poll_s", 0.001)))
-    return MemoryResult("infer", batch, (peak - before_model) / MiB, max(peak - before_step, 0) / MiB, method,
-                        str(device), precision, reserved,
-                        {"before_model_mib": before_model / MiB, "before_step_mib": before_step / MiB,
-                         "peak_mib": peak / MiB})
+
+    def build():
+        mut = _build(spec, device, batch)
+        return make_forward(mut, precision, device), {"batch_size": mut.batch_size}
+
+    reading = measure_peak(build, device, 0, spec.poll_s)
+    return MemoryResult.of("infer", reading, device, precision)

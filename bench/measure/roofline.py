@@ -1,8 +1,9 @@
 """The machine's matrix-multiply peak, measured (not looked up), and the arithmetic of a roofline.
 
-Method: square ``torch.matmul`` of several sizes per dtype, each timed with
-``torch.utils.benchmark.Timer.blocked_autorange`` at this process's thread count (the run's thread
-count; the Timer syncs CUDA); the peak of a dtype is the best size's median. fp32 always (on CUDA
+Method: square ``torch.matmul`` of several sizes per dtype, each timed with the suite's one timing
+helper (``bench.measure.timing.time_calls``: one warm-up call, then calls until ``min_run_time``
+seconds, device synchronized around each) at this process's thread count (the run's thread count);
+the peak of a dtype is the best size's median (``bench.results.quantile``). fp32 always (on CUDA
 with TF32 off, plus a ``tf32`` row); bf16 and fp16 only where the device computes them natively
 (CPU: oneDNN reports AVX512-BF16/AMX/FP16 support; CUDA: always), since an emulated dtype is no roof.
 
@@ -18,6 +19,9 @@ Units: FLOP/s, with FLOPs = 2*n^3 per n x n matmul (the same 2*MACs convention a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from bench.measure.specs import RooflineSpec
+from bench.results import Row, measured
 
 CPU_SIZES = (256, 512, 1024, 2048)
 CUDA_SIZES = (2048, 4096, 8192)
@@ -72,37 +76,40 @@ class RooflineResult:
     by_backend: dict = field(default_factory=dict)  # dtype -> {backend: best FLOP/s}
     backend: dict = field(default_factory=dict)  # dtype -> the backend that set the peak
 
-    def rows(self) -> list[dict]:
+    def rows(self) -> list[Row]:
         out = []
         for dt, v in self.peaks.items():
-            out.append({"metric": f"roofline/peak_{dt}", "value": v, "unit": "FLOP/s",
-                        "extra": {"best_size": self.best_size.get(dt), "by_size": self.by_size.get(dt),
-                                  "native": self.native.get(dt), "threads": self.threads, "device": self.device,
-                                  "backend": self.backend.get(dt), "by_backend": self.by_backend.get(dt)}})
+            out.append(measured(f"roofline/peak_{dt}", v, "FLOP/s",
+                                {"best_size": self.best_size.get(dt), "by_size": self.by_size.get(dt),
+                                 "native": self.native.get(dt), "threads": self.threads, "device": self.device,
+                                 "backend": self.backend.get(dt), "by_backend": self.by_backend.get(dt)}))
             for be, bv in (self.by_backend.get(dt) or {}).items():
-                out.append({"metric": f"roofline/peak_{dt}_{be}", "value": bv, "unit": "FLOP/s",
-                            "extra": {"threads": self.threads, "device": self.device}})
+                out.append(measured(f"roofline/peak_{dt}_{be}", bv, "FLOP/s",
+                                    {"threads": self.threads, "device": self.device}))
         return out
 
 
+def _median_s(fn, device, min_run_time: float) -> float:
+    """Median seconds per call of ``fn`` (one warm-up call for allocator and kernel selection)."""
+    from bench.measure.timing import time_calls
+    from bench.results import quantile
+
+    return quantile(time_calls(fn, device, warmup=1, iters=3, min_time_s=min_run_time), 0.5)
+
+
 def _time_matmul(n: int, dtype, device, min_run_time: float) -> float:
-    """Median seconds per n x n matmul (torch.utils.benchmark, at the current thread count)."""
+    """Median seconds per n x n matmul at the current thread count."""
     import torch
-    import torch.utils.benchmark as tb
 
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    torch.matmul(a, b)  # warm-up (allocator, oneDNN/cuBLAS kernel selection)
-    t = tb.Timer("torch.matmul(a, b)", globals={"torch": torch, "a": a, "b": b},
-                 num_threads=torch.get_num_threads())
-    return float(t.blocked_autorange(min_run_time=min_run_time).median)
+    return _median_s(lambda: torch.matmul(a, b), device, min_run_time)
 
 
 def _time_ort_matmul(n: int, threads: int, min_run_time: float) -> float:
     """Median seconds per n x n fp32 matmul through onnxruntime (CPU provider, ``threads`` intra-op)."""
     import numpy as np
     import onnxruntime as ort
-    import torch.utils.benchmark as tb
     from onnx import TensorProto, helper
 
     io = [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in ("a", "b", "y")]
@@ -115,25 +122,23 @@ def _time_ort_matmul(n: int, threads: int, min_run_time: float) -> float:
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     feeds = {"a": rng.standard_normal((n, n), dtype=np.float32), "b": rng.standard_normal((n, n), dtype=np.float32)}
-    sess.run(None, feeds)
-    t = tb.Timer("sess.run(None, feeds)", globals={"sess": sess, "feeds": feeds})
-    return float(t.blocked_autorange(min_run_time=min_run_time).median)
+    return _median_s(lambda: sess.run(None, feeds), "cpu", min_run_time)
 
 
-def measure(spec: dict) -> RooflineResult:
-    """spec: device, sizes (default per device), dtypes (default: fp32 + native reduced ones),
-    min_run_time (seconds per size)."""
+def measure(spec: RooflineSpec | dict) -> RooflineResult:
+    """Matmul peaks per dtype (see :class:`bench.measure.specs.RooflineSpec`)."""
     import torch
 
     from bench.common import resolve_device
 
-    device = resolve_device(spec.get("device"))
+    spec = RooflineSpec.coerce(spec)
+    device = resolve_device(spec.device)
     cuda = device.type == "cuda"
-    sizes = tuple(spec.get("sizes") or (CUDA_SIZES if cuda else CPU_SIZES))
-    min_run_time = float(spec.get("min_run_time", 0.3))
+    sizes = tuple(spec.sizes or (CUDA_SIZES if cuda else CPU_SIZES))
+    min_run_time = float(spec.min_run_time)
     native = native_dtypes(device)
     res = RooflineResult(str(device), torch.get_num_threads(), native=native)
-    wanted = spec.get("dtypes") or [d for d in ("fp32", "tf32", "bf16", "fp16") if d in native]
+    wanted = spec.dtypes or [d for d in ("fp32", "tf32", "bf16", "fp16") if d in native]
     dtypes = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     prev_tf32 = torch.backends.cuda.matmul.allow_tf32 if cuda else None
     try:
@@ -150,7 +155,7 @@ def measure(spec: dict) -> RooflineResult:
             best = max(per, key=per.get)
             res.peaks[name], res.best_size[name], res.backend[name] = per[best], best, "torch"
             res.by_backend[name] = {"torch": per[best]}
-            if name == "fp32" and not cuda and spec.get("onnxruntime", True):
+            if name == "fp32" and not cuda and spec.onnxruntime:
                 try:
                     ort_per = {n: matmul_flops(n) / _time_ort_matmul(n, res.threads, min_run_time) for n in sizes}
                 except Exception as err:  # noqa: BLE001  (onnxruntime is optional: recorded)

@@ -14,10 +14,12 @@ sentence on how cost grows (log-log slope, linear vs quadratic).
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 
-AXES = ("batch", "image_size", "prompt_tokens", "num_queries")
+from bench.measure.specs import SCALING_AXES, ScalingSpec
+from bench.results import Row, measured, quantile
+
+AXES = SCALING_AXES
 AXIS_LABELS = {"batch": "batch size", "image_size": "input size (px per side)",
                "prompt_tokens": "prompt length (tokens)", "num_queries": "number of queries"}
 
@@ -91,90 +93,79 @@ class ScalingPoint:
     reserved_mib: float | None = None
     memory_method: str = ""
 
-    def rows(self) -> list[dict]:
-        import numpy as np
-
+    def rows(self) -> list[Row]:
         base = f"scaling/{self.axis}/{self.value}"
         extra = {"axis": self.axis, "value": self.value, "batch_size": self.batch_size, "image_size": self.image_size,
                  "prompt_tokens": self.prompt_tokens, "num_queries": self.num_queries,
                  "window_size": self.window_size, "precision": self.precision, "threads": self.threads}
         out = []
         if self.calls_s:
-            med = statistics.median(self.calls_s)
-            out += [{"metric": f"{base}/fps", "value": self.batch_size / med, "unit": "images/s",
-                     "extra": {**extra, "calls": self.calls_s}},
-                    {"metric": f"{base}/latency_ms", "value": med * 1e3, "unit": "ms", "extra": extra},
-                    {"metric": f"{base}/latency_p90_ms", "value": float(np.quantile(self.calls_s, 0.9)) * 1e3,
-                     "unit": "ms", "extra": extra}]
+            med, p90 = quantile(self.calls_s, (0.5, 0.9))
+            out += [measured(f"{base}/fps", self.batch_size / med, "images/s", {**extra, "calls": self.calls_s}),
+                    measured(f"{base}/latency_ms", med * 1e3, "ms", extra),
+                    measured(f"{base}/latency_p90_ms", p90 * 1e3, "ms", extra)]
         if self.total_mib is not None:
             mem = {**extra, "method": self.memory_method}
-            out += [{"metric": f"{base}/memory_total_mib", "value": self.total_mib, "unit": "MiB", "extra": mem},
-                    {"metric": f"{base}/memory_step_mib", "value": self.step_mib, "unit": "MiB", "extra": mem}]
+            out += [measured(f"{base}/memory_total_mib", self.total_mib, "MiB", mem),
+                    measured(f"{base}/memory_step_mib", self.step_mib, "MiB", mem)]
             if self.reserved_mib is not None:
-                out.append({"metric": f"{base}/memory_reserved_mib", "value": self.reserved_mib, "unit": "MiB",
-                            "extra": mem})
+                out.append(measured(f"{base}/memory_reserved_mib", self.reserved_mib, "MiB", mem))
         return out
 
 
-def measure(spec: dict) -> ScalingPoint:
-    """spec: preset, overrides, axis, value, batch_size (the base batch for the other axes),
-    warmup, iters, memory (bool, default True), device."""
-    import gc
-
+def measure(spec: ScalingSpec | dict) -> ScalingPoint:
+    """One point of one axis (see :class:`bench.measure.specs.ScalingSpec`): the first forward under the
+    memory probe (``bench.measure.memory.measure_peak``), then the timed forwards."""
     import torch
 
     import ovd
-    from bench.common import (
-        autocast,
-        build_config,
-        make_batch,
-        resolve_device,
-        resolve_precision,
-    )
-    from bench.measure.memory import MiB, current_rss, peak_of_call
+    from bench.common import autocast, build_config, make_batch, resolve_device, resolve_precision
+    from bench.measure.memory import measure_peak
+    from bench.measure.timing import time_calls
 
-    device = resolve_device(spec.get("device"))
-    cuda = device.type == "cuda"
-    axis, value = spec["axis"], int(spec["value"])
-    base_cfg = build_config(spec["preset"], spec.get("overrides"), device)
-    overrides = {**(spec.get("overrides") or {}), **point_overrides(base_cfg, axis, value)}
-    batch_size = value if axis == "batch" else int(spec.get("batch_size", 1))
+    spec = ScalingSpec.coerce(spec)
+    device = resolve_device(spec.device)
+    axis, value = spec.axis, spec.value
+    preset, base_overrides = spec.source.preset, dict(spec.source.overrides)
+    base_cfg = build_config(preset, base_overrides, device)
+    overrides = {**base_overrides, **point_overrides(base_cfg, axis, value)}
+    batch_size = value if axis == "batch" else spec.batch_size
     import transformers.models.bert.modeling_bert  # noqa: F401  (imports are not the model's memory)
 
     import ovd.models.detector  # noqa: F401
 
-    gc.collect()
-    before_model = torch.cuda.memory_allocated(device) if cuda else current_rss()
-    torch.manual_seed(0)
-    config = build_config(spec["preset"], overrides, device)
-    model = ovd.create_model(config).to(device).eval()
-    precision = resolve_precision(config.train.precision, device)
-    batch = make_batch(model, batch_size, device)
-    ids, mask = batch.input_ids, batch.attention_mask
-    if axis == "prompt_tokens":
-        enc = model.tokenizer([prompt_of_tokens(model.tokenizer, value)] * batch_size, truncation=True,
-                              max_length=value, return_tensors="pt")
-        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-    images = batch.images
-    del batch
+    def build():
+        torch.manual_seed(0)
+        config = build_config(preset, overrides, device)
+        model = ovd.create_model(config).to(device).eval()
+        precision = resolve_precision(config.train.precision, device)
+        batch = make_batch(model, batch_size, device)
+        ids, mask = batch.input_ids, batch.attention_mask
+        if axis == "prompt_tokens":
+            enc = model.tokenizer([prompt_of_tokens(model.tokenizer, value)] * batch_size, truncation=True,
+                                  max_length=value, return_tensors="pt")
+            ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        images = batch.images
 
-    def forward():
-        with torch.inference_mode(), autocast(precision, device):
-            return model(images, ids, mask)
+        def forward():
+            with torch.inference_mode(), autocast(precision, device):
+                return model(images, ids, mask)
 
-    window = config.image.backbone_kwargs.get("window_size", 7 if "window7" in config.image.backbone else None)
-    res = ScalingPoint(axis, value, batch_size, config.image.image_size, int(ids.shape[1]),
-                       config.box_head.num_queries, window, precision, torch.get_num_threads())
-    if spec.get("memory", True):
-        gc.collect()
-        before_step, peak, reserved, res.memory_method = peak_of_call(forward, device)
-        if reserved is not None:
-            res.reserved_mib = reserved
-        res.total_mib = (peak - before_model) / MiB
-        res.step_mib = max(peak - before_step, 0) / MiB
-    from bench.measure.speed import time_calls
+        window = config.image.backbone_kwargs.get("window_size", 7 if "window7" in config.image.backbone else None)
+        # the forward goes into meta too: the timed calls reuse the model the memory probe built
+        return forward, {"forward": forward, "batch_size": batch_size, "config": config, "precision": precision,
+                         "window": window, "tokens": int(ids.shape[1])}
 
-    res.calls_s = time_calls(forward, device, int(spec.get("warmup", 1)), int(spec.get("iters", 2)))
+    reading = measure_peak(build, device) if spec.memory else None
+    meta = reading.meta if reading is not None else build()[1]
+    forward = meta["forward"]
+    config = meta["config"]
+    res = ScalingPoint(axis, value, batch_size, config.image.image_size, meta["tokens"],
+                       config.box_head.num_queries, meta["window"], meta["precision"], torch.get_num_threads())
+    if reading is not None:
+        res.memory_method, res.reserved_mib = reading.method, reading.reserved_mib
+        res.total_mib, res.step_mib = reading.total_mib, reading.step_mib
+    res.calls_s = time_calls(forward, device, spec.warmup, spec.iters)
     return res
 
 

@@ -151,6 +151,61 @@ def train_and_evaluate(config: DetectorConfig, data_root: str | None = None, max
     }
 
 
+class StepClock(Callback):
+    """Wall time of training steps ``warmup_steps + 1 .. warmup_steps + steps``, from the end of the last
+    untimed step to the end of the last timed one: the loader's time between steps included."""
+
+    def __init__(self, warmup_steps: int, steps: int) -> None:
+        self.warmup_steps, self.steps = warmup_steps, steps
+        self.start: float | None = None
+        self.seconds: float | None = None
+        self.samples = 0
+        self._seen = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.warmup_steps == 0:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self._seen += 1
+        if self._seen == self.warmup_steps:
+            self.start = time.perf_counter()
+        elif self._seen > self.warmup_steps:
+            self.samples += batch["images"].shape[0]
+            if self._seen == self.warmup_steps + self.steps:
+                self.seconds = time.perf_counter() - self.start
+
+
+def time_training_loop(config: DetectorConfig, steps: int, warmup_steps: int = 1, data_root: str | None = None,
+                       data_format: str = "flickr30k", accelerator: str = "auto", seed: int = 0) -> dict:
+    """End-to-end throughput of the loop ``ovd train`` runs (Lightning Trainer, the data module with its
+    loader workers and collator, :class:`~ovd.training.step.TrainStep`), for a fixed number of steps on the
+    built-in data (or ``data_root``). No validation, checkpoints or logger: those are per-epoch costs.
+
+    Returns {"seconds": wall time of the timed steps, "samples", "steps", "samples_per_s", "batch_size"}.
+    """
+    if steps < 1 or warmup_steps < 0:
+        raise ValueError(f"steps={steps} must be >= 1 and warmup_steps={warmup_steps} >= 0")
+    limit_threads()
+    L.seed_everything(seed, workers=True)
+    dm = build_datamodule(config, data_root, data_format)
+    dm.setup("fit")
+    module = DetectorModule(config, total_steps=warmup_steps + steps)
+    clock = StepClock(warmup_steps, steps)
+    trainer = L.Trainer(accelerator=accelerator, devices=1, max_steps=warmup_steps + steps, max_epochs=-1,
+                        callbacks=[clock], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                        default_root_dir=os.getcwd(), **trainer_kwargs())
+    trainer.fit(module, train_dataloaders=dm.train_dataloader())
+    if clock.seconds is None:
+        raise RuntimeError(f"the training loop stopped after {clock._seen} of {warmup_steps + steps} steps "
+                           "(too few training samples for that many steps?)")
+    return {"seconds": clock.seconds, "samples": clock.samples, "steps": steps,
+            "samples_per_s": clock.samples / clock.seconds, "batch_size": config.train.batch_size}
+
+
 class InterruptCheckpoint(Callback):
     """Ctrl-C (KeyboardInterrupt, and SIGTERM via the CLI) saves a checkpoint before exiting."""
 

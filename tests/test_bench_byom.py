@@ -1,0 +1,62 @@
+"""Bring your own model: the example factory (examples/my_detector.py) measured in-process with the same
+measurements as our variants, and clear "not measured" rows for what a factory does not provide."""
+
+import sys
+import types
+
+import pytest
+import torch
+
+from bench.measure import accuracy, flops, memory, params, speed
+from bench.sources import FactorySource, ModelUnderTest
+
+EXAMPLE = {"kind": "factory", "target": "examples.my_detector:build", "kwargs": {}}
+
+
+def _rows(result) -> dict:
+    return {r.metric: r for r in result.rows()}
+
+
+def test_example_factory_params_flops_memory_speed():
+    from examples.my_detector import build
+
+    mut = build("cpu", batch_size=2)
+    n = sum(p.numel() for p in mut.module.parameters())
+    p = _rows(params.measure({"source": EXAMPLE}))
+    assert p["params/total"].value == n and 0 < p["params/trainable"].value < n  # the text encoder is frozen
+    assert "params/image_backbone" not in p  # unknown for a user's model: no row rather than a 0
+
+    f = flops.measure({"source": EXAMPLE, "batch_size": 2})
+    assert f.batch_size == 2 and f.per_image > 1e6 and not f.uncounted_ops
+
+    m = memory.measure_infer({"source": EXAMPLE, "batch_size": 2})
+    assert m.batch_size == 2 and m.total_mib > 0 and m.method == "cpu-rss"
+
+    s = speed.measure({"source": EXAMPLE, "infer_batch": 2, "train_batch": 2, "warmup": 0, "iters": 1})
+    rows = _rows(s)
+    assert set(s.infer_s) == {"b1", "bN"} and s.infer_batch == 2
+    for metric in ("infer/fps_b1", "infer/fps_b2", "infer/latency_p90_ms_b2", "train/samples_per_s"):
+        assert rows[metric].status == "ok" and rows[metric].value > 0, metric
+    assert torch.isfinite(torch.tensor(s.losses)).all()
+
+
+@pytest.fixture
+def bare_factory(monkeypatch):
+    """A factory with a fixed batch of 3 and neither loss nor predict."""
+    mod = types.ModuleType("h4_bare_model")
+    mod.build = lambda device: ModelUnderTest(torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU()),
+                                              (torch.randn(3, 8, device=device),))
+    monkeypatch.setitem(sys.modules, "h4_bare_model", mod)
+    return FactorySource("h4_bare_model:build").to_dict()
+
+
+def test_factory_without_loss_or_predict_says_not_measured(bare_factory):
+    s = speed.measure({"source": bare_factory, "infer_batch": 8, "warmup": 0, "iters": 1})
+    rows = _rows(s)
+    assert set(s.infer_s) == {"bN"} and "infer/fps_b3" in rows  # its own batch, not the asked 8
+    assert rows["train/samples_per_s"].status == "not-measured" and "no loss" in rows["train/samples_per_s"].error
+    mem = _rows(memory.measure_train({"source": bare_factory}))["memory/train_total"]
+    assert mem.status == "not-measured" and mem.value is None and "no loss" in mem.error
+    acc = _rows(accuracy.measure({"source": bare_factory}))["accuracy/val/mAP50"]
+    assert acc.status == "not-measured" and "predict" in acc.error
+    assert _rows(params.measure({"source": bare_factory}))["params/total"].value == 8 * 16 + 16
