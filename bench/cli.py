@@ -1,4 +1,9 @@
-"""``ovd-bench run | report | compare | profile``."""
+"""``ovd-bench run | report | compare | profile``.
+
+A user mistake (a :class:`bench.errors.UsageError`, or a bad command line) ends with one line on
+stderr, ``ovd-bench <cmd>: <problem>; <what is accepted>``, and exit status 2; an internal error
+keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,67 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy/scipy load (DESIGN.md)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from .errors import UsageError  # noqa: E402 - imports nothing heavy; the env defaults above come first
 
-def _report_dir(kind: str, profile: str, default_profile: str) -> Path:
-    base = Path.cwd() / "reports" / kind
-    return base if profile == default_profile else base / profile
+
+class _CommandLineError(Exception):
+    """A command-line mistake argparse found; carries the one line to print."""
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints its usage block and exits; we want one line and a return code (tests call main)."""
+
+    def error(self, message: str):
+        raise _CommandLineError(f"{self.prog}: {message}; see {self.prog} --help")
+
+
+def writable_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Create ``path`` (and parents) and prove a file can be written in it, before any measurement;
+    raises :class:`UsageError` naming the folder otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise UsageError(f"cannot write to the output folder {path} ({err.strerror or err}); "
+                         f"give {flag} a writable folder") from None
+    return path
+
+
+def new_run_dir(kind: str, root: str | Path = "runs") -> Path:
+    """A fresh ``runs/<machine-kind>-<UTC YYYYmmdd-HHMMSS>`` folder (``-2``, ``-3``... on a clash).
+    ``runs/`` is git-ignored: a run never touches the clone's tracked files (``reports/`` is only
+    written when ``--out reports/<machine>`` asks for it)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    base = Path(root) / f"{kind}-{stamp}"
+    writable_dir(base.parent)
+    for n in range(1, 1000):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise UsageError(f"cannot create a new run folder next to {base}; give --out a folder")
+
+
+def _overrides(items: list[str]) -> dict:
+    from ovd.config import parse_override
+
+    try:
+        return dict(parse_override(item) for item in items)
+    except ValueError as err:
+        raise UsageError(f"--set: {err}") from None
 
 
 def cmd_run(args) -> int:
@@ -29,24 +83,28 @@ def cmd_run(args) -> int:
     default = default_profile_name()
     name = args.profile or default
     profile = get_profile(name)
+    user_models = []
+    if args.model:  # bring your own model: NAME=package.module:function (bench.sources.ModelUnderTest)
+        from .variants import add_user_models, register_user_model
+
+        user_models = [register_user_model(m) for m in args.model]
+        # the worker processes import the factory: let them see the caller's folder
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)
+        args.variants = ",".join(dict.fromkeys([*(args.variants or "").split(","), *user_models]))
     if args.variants:
         profile = restrict(profile, [v.strip() for v in args.variants.split(",") if v.strip()])
-    try:
-        extras = parse_extras(args.extras)
-    except ValueError as err:
-        print(f"ovd-bench run: {err}", file=sys.stderr)
-        return 2
+    if user_models:
+        profile = add_user_models(profile, user_models)
+    extras = parse_extras(args.extras)
     profile = with_overrides(profile, repeats=args.repeats, accuracy_budget_s=args.accuracy_budget, extras=extras)
     if args.no_accuracy:
         import dataclasses
 
         profile = dataclasses.replace(profile, accuracy_variants=())
-    from ovd.config import parse_override
-
     if args.set:
         from .common import GLOBAL_OVERRIDES_ENV
 
-        overrides = dict(parse_override(item) for item in args.set)
+        overrides = _overrides(args.set)
         os.environ[GLOBAL_OVERRIDES_ENV] = json.dumps(overrides)  # inherited by every worker process
     if args.extras_only:
         import dataclasses
@@ -55,27 +113,29 @@ def cmd_run(args) -> int:
                                       accuracy_variants=(), memory_preset_batch=())
     kind = args.machine_kind or machine_kind(args.device if args.device != "auto" else None)
     threads = args.threads or profile.threads or os.cpu_count() or 1
-    report_dir = _report_dir(kind, name, default)
-    out = Path(args.out) if args.out else report_dir
+    if args.resume:
+        from .results import Results
+
+        Results.load(Path(args.resume) / "results.json")  # a bad --resume fails before a folder is made
+    # A run writes only into its own folder; reports/ is refreshed by asking for it with --out.
+    out = writable_dir(args.out) if args.out else new_run_dir(kind)
+    args.out = str(out)  # the Ctrl-C message in main() names it
+    log(f"run folder: {out}")
     command = "ovd-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     env = capture(command, threads)
     env["machine_kind"] = kind
     if args.set:
-        env["global_overrides"] = dict(parse_override(item) for item in args.set)
+        env["global_overrides"] = _overrides(args.set)
     log(f"profile {name}: {len(profile.names())} variants, {profile.repeats} repeats, {threads} threads, extras "
         f"{','.join(profile.extras) or 'none'} -> {out}")
-    results = run_profile(profile, out, threads, args.device, resume=args.resume, command=command, environment=env)
+    results = run_profile(profile, out, threads, args.device, resume=args.resume, command=command, environment=env,
+                          resume_any=args.resume_any)
     report = render(results, out)
     log(f"report: {report}")
-    if not args.no_report_copy and out.resolve() != report_dir.resolve():
-        report_dir.mkdir(parents=True, exist_ok=True)
-        for f in out.iterdir():
-            if f.suffix in (".md", ".png", ".json", ".csv") and f.is_file():
-                shutil.copy2(f, report_dir / f.name)
-        log(f"copied report to {report_dir}")
     errors = [r for r in results.rows if r.status == "error"]
     if errors:
         log(f"{len(errors)} metrics failed (recorded in results.json and the report)")
+    log(f"run folder: {out}")
     return 0
 
 
@@ -84,21 +144,18 @@ def cmd_report(args) -> int:
     from .results import Results
 
     res = Results.load(args.results)
-    out = Path(args.out) if args.out else Path(args.results).parent
+    out = writable_dir(args.out if args.out else Path(args.results).parent)
     print(render(res, out))
     return 0
 
 
 def cmd_compare(args) -> int:
     from .compare import compare
-    from .results import Results, ResultsError
+    from .results import Results
 
-    try:
-        ref, new = Results.load(args.reference), Results.load(args.new)
-    except ResultsError as err:
-        print(f"ovd-bench compare: {err}", file=sys.stderr)
-        return 2
-    cmp = compare(ref, new, args.speed_tolerance, args.memory_tolerance, args.accuracy_margin, args.allow_size_change)
+    ref, new = Results.load(args.reference), Results.load(args.new)  # ResultsError: one line, exit 2 (main)
+    cmp = compare(ref, new, args.speed_tolerance, args.memory_tolerance, args.accuracy_margin, args.allow_size_change,
+                  allow_env_change=args.allow_env_change)
     print(cmp.table(only_failures=not args.verbose and not cmp.passed) if not cmp.passed or args.verbose
           else cmp.table())
     n = len(cmp.checks)
@@ -108,8 +165,10 @@ def cmd_compare(args) -> int:
 
 def cmd_profile(args) -> int:
     from .profile import profile_variant
+    from .variants import get_variant
 
-    out = args.out or str(Path.cwd() / "reports" / "profiles" / args.variant)
+    get_variant(args.variant)  # an unknown name fails before a folder is made
+    out = str(writable_dir(args.out or Path("runs") / "profiles" / args.variant))
     paths = profile_variant(args.variant, out, batch=args.batch, steps=args.steps, threads=args.threads,
                             device=args.device)
     for k, v in paths.items():
@@ -118,15 +177,25 @@ def cmd_profile(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ovd-bench", description=__doc__)
+    p = _OneLineParser(prog="ovd-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="measure the variants of a profile and write results + REPORT.md")
-    r.add_argument("--profile", choices=["quick", "default", "accuracy", "full"], help="default: 'default' on CPU, 'full' on CUDA")
-    r.add_argument("--out", help="output folder (default reports/<machine-kind>/[<profile>])")
+    r.add_argument("--profile", help="quick, default, accuracy or full (bench/profiles.py); "
+                   "default: 'default' on CPU, 'full' on CUDA")
+    r.add_argument("--out", help="output folder (default: a new runs/<machine-kind>-<UTC YYYYmmdd-HHMMSS>/; "
+                   "--out reports/<machine-kind> refreshes the committed report)")
     r.add_argument("--resume", help="folder with a results.json whose finished tasks are kept")
+    r.add_argument("--resume-any", action="store_true",
+                   help="with --resume: keep finished tasks measured on another commit or source hash "
+                   "(the results then record every source hash)")
     r.add_argument("--variants", help="comma-separated variant names (restricts the profile)")
-    r.add_argument("--machine-kind", help="report folder name, e.g. cpu-2core, gpu-h100")
-    r.add_argument("--no-report-copy", action="store_true", help="write only into --out, not into reports/")
+    r.add_argument("--model", action="append", metavar="NAME=PKG.MODULE:FUNCTION",
+                   help="bring your own model: benchmark the factory build(device) -> bench.sources.ModelUnderTest "
+                        "under NAME (repeatable; with no --variants only these models run)")
+    r.add_argument("--machine-kind", help="machine name recorded in the results and used in the run folder's name, "
+                   "e.g. cpu-2core, gpu-h100 (default: detected)")
+    r.add_argument("--no-report-copy", action="store_true",
+                   help="accepted for old scripts; does nothing (a run never copies into reports/)")
     r.add_argument("--repeats", type=int, help="override the profile's repeat count")
     r.add_argument("--threads", type=int, help="torch threads per measurement (default: the profile's, else all cores)")
     r.add_argument("--accuracy-budget", type=float, help="training seconds per accuracy run")
@@ -152,11 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allowed relative rise of a within-run memory ratio (default 0.3)")
     c.add_argument("--accuracy-margin", type=float, default=0.02, help="allowed absolute mAP50/R@1 drop (default 0.02)")
     c.add_argument("--allow-size-change", action="store_true", help="parameter/FLOP count changes are intended")
+    c.add_argument("--allow-env-change", action="store_true",
+                   help="compare although profile, threads, device kind or torch major.minor differ")
     c.add_argument("--verbose", action="store_true", help="print every check")
     c.set_defaults(func=cmd_compare)
     pr = sub.add_parser("profile", help="torch.profiler trace + top operators for one variant")
     pr.add_argument("--variant", required=True)
-    pr.add_argument("--out")
+    pr.add_argument("--out", help="output folder (default runs/profiles/<variant>)")
     pr.add_argument("--batch", type=int, default=4)
     pr.add_argument("--steps", type=int, default=2)
     pr.add_argument("--threads", type=int)
@@ -165,10 +236,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(err: UsageError) -> str:
+    """The message on one line, ending with what is accepted (results-file errors may not say it)."""
+    from .results import ResultsError
+
+    message = " ".join(str(err).split())
+    if isinstance(err, ResultsError) and ";" not in message:
+        message += "; expected a results.json written by `ovd-bench run`"
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except _CommandLineError as err:
+        print(err, file=sys.stderr)
+        return 2
     try:
         return args.func(args)
+    except UsageError as err:  # a user mistake: one line; anything else keeps its traceback
+        print(f"ovd-bench {args.command}: {_one_line(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         # results.json was written after every finished measurement: nothing done is lost
         where = getattr(args, "out", None) or "the output folder"

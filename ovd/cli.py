@@ -27,6 +27,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="flickr30k", choices=["flickr30k", "mdetr"], help="dataset layout")
 
 
+def _finite_or_none(value) -> int | None:
+    import math
+
+    return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
 def cmd_train(args) -> int:
     import lightning as L
     import torch
@@ -37,10 +43,12 @@ def cmd_train(args) -> int:
         InterruptCheckpoint,
         build_datamodule,
         limit_threads,
-        resolve_precision,
         standard_callbacks,
+        trainer_kwargs,
     )
 
+    if args.num_nodes < 1:
+        raise ValueError(f"--num-nodes {args.num_nodes}: must be a positive integer")
     limit_threads()
     overrides = _overrides(args.set)
     if args.precision:
@@ -51,7 +59,6 @@ def cmd_train(args) -> int:
     L.seed_everything(config.train.seed, workers=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    config.save(out / "config.json")
     dm = build_datamodule(config, args.data_root, args.format, limit=args.limit)
     module = DetectorModule(config, total_steps=args.max_steps if args.max_steps and args.max_steps > 0 else None)
     callbacks = standard_callbacks(out / "checkpoints", patience=args.early_stopping)
@@ -59,20 +66,27 @@ def cmd_train(args) -> int:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     trainer = L.Trainer(
-        accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
-        precision=resolve_precision(config.train.precision, args.accelerator),
+        accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
         max_steps=args.max_steps or -1, max_epochs=args.max_epochs if args.max_epochs else (None if args.max_steps else 10),
-        max_time=args.max_time, gradient_clip_val=config.train.grad_clip or None,
+        max_time=args.max_time, **trainer_kwargs(),  # the shared TrainStep owns precision and clipping
         val_check_interval=args.val_check_interval, check_val_every_n_epoch=1 if args.val_check_interval is None else None,
         limit_val_batches=args.limit_val_batches, callbacks=callbacks,
         logger=TensorBoardLogger(str(out), name="tb"), default_root_dir=str(out), log_every_n_steps=10,
         num_sanity_val_steps=0,
     )
+    # Under DDP every process runs this function; the trainer knows its global rank from the launcher's
+    # environment (Lightning's own, torchrun, SLURM), so only rank 0 writes files. Lightning shards the
+    # data itself (it wraps the loaders' samplers in a DistributedSampler) and the evaluator's
+    # torchmetrics states are summed across processes on compute().
+    if trainer.is_global_zero:
+        config.save(out / "config.json")
     trainer.fit(module, datamodule=dm, ckpt_path=args.resume, weights_only=True)
     best = callbacks[0].best_model_path or callbacks[0].last_model_path
     summary = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     if trainer.is_global_zero:
-        record = {"checkpoint": best, "last": callbacks[0].last_model_path, "metrics": summary}
+        record = {"checkpoint": best, "last": callbacks[0].last_model_path, "metrics": summary,
+                  "global_step": trainer.global_step, "world_size": trainer.world_size,
+                  "num_nodes": trainer.num_nodes, "train_batches_per_epoch": _finite_or_none(trainer.num_training_batches)}
         (out / "summary.json").write_text(json.dumps(record, indent=2))
         print(json.dumps(record, indent=2))
     return 0
@@ -81,7 +95,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import torch
 
-    from .training.metrics import load_predictions, score_prediction_file
+    from .training.metrics import load_predictions, score_prediction_file, sentence_keys
 
     if args.predictions:
         if not args.data_root:
@@ -89,10 +103,11 @@ def cmd_eval(args) -> int:
         from .data.dataset import GroundingDataset
         from .data.readers import load_records
 
-        dataset = GroundingDataset(load_records(args.data_root, args.format, args.split), split=args.split)
+        records = load_records(args.data_root, args.format, args.split)
+        dataset = GroundingDataset(records, split=args.split)
         phrases = {(str(s.record.image_id), int(s.record.sentence_id)): [p["gt_boxes_xyxy"] for p in s.phrases]
                    for s in dataset.samples}
-        result = score_prediction_file(load_predictions(args.predictions), phrases)
+        result = score_prediction_file(load_predictions(args.predictions), phrases, all_sentences=sentence_keys(records))
         print(json.dumps(result, indent=2))
         return 0
     if not args.checkpoint:
@@ -111,6 +126,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    if args.images is not None:
+        return _predict_many(args)
     from PIL import ImageDraw
 
     from .data.images import load_image
@@ -134,6 +151,51 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _predict_many(args) -> int:
+    """``ovd predict --images``: everything a user can get wrong is checked before the model loads."""
+    from .batch_predict import (
+        Summary,
+        check_writable,
+        list_images,
+        parse_prompt,
+        predict_images,
+        resolve_device,
+        write_predictions,
+    )
+    from .training.module import load_checkpoint
+
+    if args.out is None:
+        raise ValueError("ovd predict --images needs --out FILE (or --out - for JSON Lines on stdout)")
+    if args.out == "-" and args.format != "jsonl":
+        raise ValueError("--out - writes JSON Lines only; give a file name for --format coco")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: must be a positive integer")
+    check_writable(args.out)
+    prompt = parse_prompt(args.prompt, args.phrases)
+    device = resolve_device(args.device)
+    paths = list_images(args.images)
+    module = load_checkpoint(args.checkpoint)
+    model = module.model.to(device).eval()
+    summary = Summary(total=len(paths))
+    predictions = predict_images(model, paths, prompt, batch_size=args.batch_size, threshold=args.threshold,
+                                 text_threshold=args.text_threshold, precision=args.precision,
+                                 progress=not args.no_progress)
+    info = {"checkpoint": str(args.checkpoint), "prompt": args.prompt, "phrases": bool(args.phrases),
+            "threshold": args.threshold, "text_threshold": args.text_threshold, "precision": args.precision}
+    from tqdm import tqdm
+
+    written = write_predictions(predictions, summary, args.out, args.format,
+                                phrases=prompt if args.phrases else None, info=info,
+                                warn=lambda msg: tqdm.write(msg, file=sys.stderr))  # keeps the bar intact
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    print(summary.line(), file=sys.stderr)
+    if not summary.processed:
+        print("ovd predict: no image could be read; nothing written", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import list_presets
 
@@ -153,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--accelerator", default="auto")
     t.add_argument("--devices", default="auto")
     t.add_argument("--strategy", default="auto", help="e.g. ddp (gloo on CPU)")
+    t.add_argument("--num-nodes", type=int, default=1,
+                   help="machines in the run (Lightning Trainer num_nodes); start one process per device on each "
+                   "with torchrun or srun, see the README")
     t.add_argument("--limit", type=int, default=None, help="use at most this many records per split")
     t.add_argument("--limit-val-batches", type=float, default=1.0)
     t.add_argument("--val-check-interval", type=int, default=None, help="validate every N training steps")
@@ -169,14 +234,34 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=None)
     e.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="detect prompted phrases in one image; JSON + a PNG with boxes")
+    p = sub.add_parser(
+        "predict", help="detect prompted phrases: one image (JSON + a PNG with boxes) or many (JSON Lines or COCO)",
+        description="--image: one image, JSON on stdout and a PNG with the boxes. --images: many images in "
+        "batches; unreadable ones are named, skipped and counted; exit status 0 when at least one image was "
+        "processed, else 2. JSON Lines: one line per image {file, width, height, boxes: [[x0, y0, x1, y1] "
+        "pixels], scores, labels}. COCO: FILE is the results list pycocotools' COCO.loadRes reads "
+        "({image_id, category_id, bbox: [x, y, w, h] pixels, score}); FILE.meta.json holds the images "
+        "(id = 1-based position in the input list) and the categories (the phrases with --phrases, else the "
+        "labels seen), as a COCO dataset without annotations: COCO('FILE.meta.json').loadRes('FILE').")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--image", required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", help="one image file")
+    source.add_argument("--images", metavar="DIR|GLOB|LIST.txt",
+                        help="a folder (jpg, jpeg, png, bmp, webp; sorted), a quoted glob pattern, or a .txt file "
+                        "with one path per line (relative to the list file; blank lines and # comments ignored)")
     p.add_argument("--prompt", required=True, help="a caption, or comma-separated phrases with --phrases")
     p.add_argument("--phrases", action="store_true", help="treat --prompt as comma-separated phrases")
     p.add_argument("--threshold", type=float, default=0.3)
     p.add_argument("--text-threshold", type=float, default=0.25)
-    p.add_argument("--out", default=None, help="PNG path for the drawing")
+    p.add_argument("--out", default=None,
+                   help="--image: PNG path for the drawing (default IMAGE.pred.png); --images: the output file, "
+                   "written atomically, or - for JSON Lines on stdout")
+    p.add_argument("--format", default="jsonl", choices=["jsonl", "coco"], help="--images output format")
+    p.add_argument("--batch-size", type=int, default=8, help="--images: images per forward pass")
+    p.add_argument("--device", default="auto", help="--images: auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="--images: bf16 runs under torch.autocast(dtype=torch.bfloat16)")
+    p.add_argument("--no-progress", action="store_true", help="--images: no progress bar on stderr")
     p.set_defaults(func=cmd_predict)
 
     from .data.commands import add_data_commands

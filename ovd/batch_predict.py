@@ -1,0 +1,331 @@
+"""Batch prediction (``ovd predict --images``): list the input images, run the detector over them in
+batches, and write one record per image as JSON Lines or as a COCO results file.
+
+Box formats: the model returns **xyxy in pixels** of each original image (``model.predict``);
+JSON Lines keeps that, COCO results use COCO's **[x, y, width, height] in pixels**.
+
+Unreadable images (missing, corrupt, truncated, not an image) never stop a run: each is named in a
+warning on stderr, skipped and counted; the caller decides the exit status from the summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import torch
+
+from .data.errors import DataError
+from .data.images import load_image
+
+#: File name endings taken from a folder (compared case-insensitively).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+FORMATS = ("jsonl", "coco")
+PRECISIONS = ("fp32", "bf16")
+
+
+# -- inputs ---------------------------------------------------------------------------------
+def list_images(spec: str) -> list[Path]:
+    """The images named by ``spec``, in a stable order.
+
+    - a folder: its image files (``IMAGE_SUFFIXES``, any case), sorted by name, not recursive;
+    - a ``.txt`` list file: one path per line, in file order; relative paths are relative to the
+      list file's folder; blank lines and lines starting with ``#`` are ignored;
+    - a glob pattern (``*``, ``?``, ``[...]``; ``**`` recurses): the matching files, sorted;
+    - an existing file: that one image.
+
+    Paths are not opened here: a listed file that is missing or unreadable is skipped later with a
+    warning. Raises ``ValueError`` when ``spec`` names nothing.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise ValueError(f"--images {spec}: no image files in this folder; accepted endings: "
+                             f"{', '.join(IMAGE_SUFFIXES)} (any case)")
+        return found
+    if path.suffix.lower() == ".txt":
+        if not path.is_file():
+            raise ValueError(f"--images {spec}: list file not found")
+        found = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                entry = Path(line).expanduser()
+                found.append(entry if entry.is_absolute() else path.parent / entry)
+        if not found:
+            raise ValueError(f"--images {spec}: the list file names no image (one path per line; blank lines "
+                             "and # comments are ignored)")
+        return found
+    if glob.has_magic(spec):
+        found = sorted(Path(p) for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+        if not found:
+            raise ValueError(f"--images {spec}: the pattern matches no file")
+        return found
+    if path.is_file():
+        return [path]
+    raise ValueError(f"--images {spec}: no such file or folder; accepted: a folder of images, a glob pattern, "
+                     "or a .txt file with one image path per line")
+
+
+def parse_prompt(prompt: str, phrases: bool) -> str | list[str]:
+    """``--prompt`` -> what ``model.predict`` takes per image: the caption string, or (``phrases``)
+    the comma-separated phrases as a list."""
+    if not prompt.strip():
+        raise ValueError("--prompt is empty; give a caption, or comma-separated phrases with --phrases")
+    if not phrases:
+        return prompt
+    parts = [p.strip() for p in prompt.split(",")]
+    if any(not p for p in parts):
+        raise ValueError(f"--prompt {prompt!r}: an empty phrase between commas; with --phrases give "
+                         "comma-separated non-empty phrases, e.g. \"red circle, blue square\"")
+    return parts
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``/``cuda:N``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available on this machine; use auto or cpu")
+        return torch.device(name)
+    raise ValueError(f"--device {name!r}: accepted: auto, cpu, cuda, cuda:N")
+
+
+def autocast_for(precision: str, device: torch.device):
+    """The context that runs inference at ``precision``: fp32 as is, bf16 under ``torch.autocast``."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise ValueError(f"--precision {precision!r}: accepted: {', '.join(PRECISIONS)}")
+
+
+# -- inference --------------------------------------------------------------------------------
+@dataclass
+class ImagePrediction:
+    """One image's detections. ``boxes``: (K, 4) xyxy pixels as lists; ``scores``: K floats in
+    [0, 1]; ``labels``: K phrase strings. ``index``: 1-based position in the input list."""
+
+    index: int
+    file: str
+    width: int
+    height: int
+    boxes: list[list[float]]
+    scores: list[float]
+    labels: list[str]
+
+
+@dataclass
+class Skipped:
+    """An input that could not be read; ``reason`` is the loader's message without the path."""
+
+    index: int
+    file: str
+    reason: str
+
+
+@dataclass
+class Summary:
+    total: int
+    processed: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def line(self, max_named: int = 20) -> str:
+        """``N images, K skipped: a.jpg (reason), ...`` (the first ``max_named`` skips are named)."""
+        text = f"{self.total} images, {len(self.skipped)} skipped"
+        if self.skipped:
+            named = ", ".join(f"{s.file} ({s.reason})" for s in self.skipped[:max_named])
+            more = len(self.skipped) - max_named
+            text += ": " + named + (f", and {more} more" if more > 0 else "")
+        return text
+
+
+def _load(index: int, path: Path):
+    try:
+        return load_image(path)
+    except DataError as err:
+        reason = str(err)
+        prefix = f"{path}: "
+        return Skipped(index, str(path), reason[len(prefix):] if reason.startswith(prefix) else reason)
+
+
+def predict_images(model, paths: Sequence[Path], prompt: str | list[str], batch_size: int = 8,
+                   threshold: float = 0.3, text_threshold: float = 0.25, precision: str = "fp32",
+                   progress: bool = True) -> Iterator[ImagePrediction | Skipped]:
+    """Run ``model.predict`` over ``paths`` in batches of ``batch_size`` images, in input order.
+
+    Yields an :class:`ImagePrediction` per image read, or a :class:`Skipped` per image that could
+    not be read (a batch goes on without it). A tqdm bar on stderr counts images.
+    """
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: must be a positive integer")
+    device = next(model.parameters()).device
+    with tqdm(total=len(paths), unit="img", file=sys.stderr, disable=not progress, desc="predict") as bar:
+        for start in range(0, len(paths), batch_size):
+            loaded = [_load(i + 1, p) for i, p in enumerate(paths[start:start + batch_size], start)]
+            readable = [(i, paths[i], img) for i, img in enumerate(loaded, start) if not isinstance(img, Skipped)]
+            by_index = {}
+            if readable:
+                with autocast_for(precision, device):
+                    outputs = model.predict([img for _, _, img in readable], [prompt] * len(readable),
+                                            threshold=threshold, text_threshold=text_threshold)
+                by_index = {i: (p, img, out) for (i, p, img), out in zip(readable, outputs)}
+            for i, item in enumerate(loaded, start):
+                if isinstance(item, Skipped):
+                    yield item
+                else:
+                    path, img, out = by_index[i]
+                    yield ImagePrediction(
+                        index=i + 1, file=str(path), width=img.width, height=img.height,
+                        boxes=[[round(float(v), 2) for v in box] for box in out["boxes"].float().tolist()],
+                        scores=[round(float(s), 4) for s in out["scores"].float().tolist()],
+                        labels=list(out["labels"]))
+                bar.update(1)
+
+
+# -- outputs ----------------------------------------------------------------------------------
+class AtomicTextFile:
+    """``with AtomicTextFile(path) as f: f.write(...)``: writes go to a temporary file next to
+    ``path`` that replaces ``path`` (``os.replace``) when the block ends normally and is deleted
+    when it raises or when :meth:`discard` was called, so a crash never leaves half a file and an
+    earlier file at ``path`` survives a failed run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._discard = False
+
+    def __enter__(self) -> AtomicTextFile:
+        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        self._fh: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
+        return self
+
+    def write(self, text: str) -> None:
+        self._fh.write(text)
+
+    def discard(self) -> None:
+        self._discard = True
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None and not self._discard:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._fh.close()
+                os.replace(self._tmp, self.path)
+                return
+        finally:
+            self._fh.close()
+            if os.path.exists(self._tmp):
+                os.unlink(self._tmp)
+
+
+def check_writable(out: str) -> None:
+    """Fail before any inference when ``out``'s folder is missing or not writable."""
+    if out == "-":
+        return
+    folder = Path(out).resolve().parent
+    if not folder.is_dir():
+        raise ValueError(f"--out {out}: folder {folder} does not exist; create it or choose another path")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--out {out}: folder {folder} is not writable; choose another path")
+
+
+def jsonl_record(pred: ImagePrediction) -> dict:
+    """The JSON Lines record: {"file", "width", "height", "boxes": [[x0, y0, x1, y1] pixels], "scores", "labels"}."""
+    return {"file": pred.file, "width": pred.width, "height": pred.height, "boxes": pred.boxes,
+            "scores": pred.scores, "labels": pred.labels}
+
+
+class CocoCollector:
+    """Accumulates a COCO results list and the images/categories needed to read it.
+
+    ``image_id`` is the image's 1-based position in the input list; ``category_id`` numbers the
+    phrases of the prompt from 1 (``--phrases``), or otherwise the distinct labels in order of first
+    appearance. ``meta()`` is a COCO dataset skeleton (images, categories, no annotations), so
+    ``COCO(meta_file).loadRes(results_file)`` reads the results directly.
+    """
+
+    def __init__(self, phrases: Sequence[str] | None = None) -> None:
+        self.categories: dict[str, int] = {p: i for i, p in enumerate(phrases or [], 1)}
+        self.images: list[dict] = []
+        self.results: list[dict] = []
+
+    def _category(self, label: str) -> int:
+        if label not in self.categories:
+            self.categories[label] = len(self.categories) + 1
+        return self.categories[label]
+
+    def add(self, pred: ImagePrediction) -> None:
+        self.images.append({"id": pred.index, "file_name": pred.file, "width": pred.width, "height": pred.height})
+        for (x0, y0, x1, y1), score, label in zip(pred.boxes, pred.scores, pred.labels):
+            self.results.append({"image_id": pred.index, "category_id": self._category(label),
+                                 "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)], "score": score})
+
+    def meta(self, info: dict) -> dict:
+        return {"info": info, "images": self.images,
+                "categories": [{"id": i, "name": name} for name, i in self.categories.items()],
+                "annotations": []}
+
+
+def meta_path(out: str | Path) -> Path:
+    """The COCO sidecar of a results file: ``FILE.meta.json``."""
+    return Path(f"{out}.meta.json")
+
+
+def write_predictions(predictions: Iterator[ImagePrediction | Skipped], summary: Summary, out: str,
+                      fmt: str = "jsonl", phrases: Sequence[str] | None = None, info: dict | None = None,
+                      warn: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)) -> list[Path]:
+    """Consume ``predictions`` into ``out`` and fill ``summary``; returns the files written.
+
+    ``jsonl``: one record per readable image (:func:`jsonl_record`); ``out="-"`` streams to stdout.
+    ``coco``: ``out`` holds the COCO results list, ``out.meta.json`` its images and categories.
+    Files are written atomically; nothing is written when no image could be read.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt!r}: accepted: {', '.join(FORMATS)}")
+    if out == "-" and fmt != "jsonl":
+        raise ValueError("--out - writes JSON Lines only; give a file name for --format coco")
+
+    def consume(emit: Callable[[ImagePrediction], None]) -> None:
+        for item in predictions:
+            if isinstance(item, Skipped):
+                summary.skipped.append(item)
+                warn(f"warning: skipped {item.file}: {item.reason}")
+            else:
+                summary.processed += 1
+                emit(item)
+
+    if out == "-":
+        consume(lambda p: (sys.stdout.write(json.dumps(jsonl_record(p)) + "\n"), sys.stdout.flush()))
+        return []
+    out_path = Path(out)
+    if fmt == "jsonl":
+        with AtomicTextFile(out_path) as fh:  # streamed: memory stays flat on long lists
+            consume(lambda p: fh.write(json.dumps(jsonl_record(p)) + "\n"))
+            if not summary.processed:
+                fh.discard()
+        return [out_path] if summary.processed else []
+    coco = CocoCollector(phrases)
+    consume(coco.add)
+    if not summary.processed:
+        return []
+    skipped = [{"file": s.file, "reason": s.reason} for s in summary.skipped]
+    with AtomicTextFile(meta_path(out_path)) as fh:
+        fh.write(json.dumps(coco.meta({**(info or {}), "results": out_path.name, "skipped": skipped}), indent=1))
+    with AtomicTextFile(out_path) as fh:
+        fh.write(json.dumps(coco.results))
+    return [out_path, meta_path(out_path)]

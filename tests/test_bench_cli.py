@@ -1,0 +1,197 @@
+"""`ovd-bench` command line: user mistakes end in one line and exit 2, internal errors keep their
+traceback, and `run` writes into a fresh runs/ folder unless --out names one. No measurement runs:
+run_profile, render and capture are replaced by fakes where a command would get that far."""
+
+import re
+from types import SimpleNamespace
+
+import pytest
+
+import bench.env
+import bench.report
+import bench.runner
+from bench.cli import main
+from bench.errors import UsageError
+from bench.results import Results
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in an empty folder so that runs/ and reports/ land there, never in the clone."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def fake_run(monkeypatch):
+    """Replace the measuring parts of `ovd-bench run`; records the folder run_profile was given."""
+    calls = {}
+
+    def run_profile(profile, out, threads, *args, **kwargs):
+        calls["out"] = out
+        (out / "results.json").write_text("{}")
+        return SimpleNamespace(rows=[])
+
+    def render(results, out):
+        path = out / "REPORT.md"
+        path.write_text("# report\n")
+        return path
+
+    monkeypatch.setattr(bench.runner, "run_profile", run_profile)
+    monkeypatch.setattr(bench.report, "render", render)
+    monkeypatch.setattr(bench.env, "capture", lambda command=None, threads=None: {})
+    return calls
+
+
+def one_line_error(capsys, command: str) -> str:
+    """The whole stderr is one line `ovd-bench <command>: ...` with no traceback; returns it."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"ovd-bench {command}: "), err
+    return lines[0]
+
+
+def test_unknown_profile_is_one_line(in_tmp, capsys):
+    assert main(["run", "--profile", "nope", "--machine-kind", "test"]) == 2
+    line = one_line_error(capsys, "run")
+    assert "unknown profile 'nope'" in line and "quick" in line and "default" in line
+    assert not (in_tmp / "runs").exists()
+
+
+def test_unknown_variant_lists_the_known_ones(in_tmp, capsys):
+    assert main(["run", "--profile", "quick", "--variants", "baseline,nope", "--machine-kind", "test"]) == 2
+    line = one_line_error(capsys, "run")
+    assert "unknown variants ['nope']" in line and "known: " in line and "optimized-tiny" in line
+
+
+def test_unknown_extra_is_one_line(in_tmp, capsys):
+    assert main(["run", "--profile", "quick", "--extras", "peers,nope", "--machine-kind", "test"]) == 2
+    line = one_line_error(capsys, "run")
+    assert "unknown extras ['nope']" in line and "'all' or 'none'" in line
+
+
+def test_unknown_profile_variant_in_profile_command(in_tmp, capsys):
+    assert main(["profile", "--variant", "nope"]) == 2
+    assert "unknown variant 'nope'" in one_line_error(capsys, "profile")
+    assert not (in_tmp / "runs").exists()
+
+
+def test_unknown_arm_raises_usage_error_and_main_reports_it(in_tmp, capsys, fake_run, monkeypatch):
+    from bench.measure.arms import get_arm
+
+    with pytest.raises(UsageError, match="unknown arm 'nope'; choose from"):
+        get_arm("nope")
+
+    def run_profile(*args, **kwargs):  # the runner resolves arm names inside run_profile
+        get_arm("nope")
+
+    monkeypatch.setattr(bench.runner, "run_profile", run_profile)
+    assert main(["run", "--profile", "quick", "--machine-kind", "test"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("ovd-bench run: unknown arm 'nope'; choose from")
+
+
+def test_bad_set_override_is_one_line(in_tmp, capsys):
+    assert main(["run", "--profile", "quick", "--set", "fusion.attention", "--machine-kind", "test"]) == 2
+    assert "key=value" in one_line_error(capsys, "run")
+
+
+@pytest.mark.parametrize("argv", [["run", "--repeats", "many"], ["run", "--bogus"], ["compare", "only-one.json"], []])
+def test_command_line_mistakes_are_one_line(in_tmp, capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ovd-bench") and "--help" in lines[0], err
+
+
+def test_report_missing_and_malformed_results(in_tmp, capsys):
+    assert main(["report", str(in_tmp / "missing.json")]) == 2
+    line = one_line_error(capsys, "report")
+    assert "missing.json: no such results file" in line and "ovd-bench run" in line
+    bad = in_tmp / "bad.json"
+    bad.write_text('{"schema_version": 1, "rows": [')  # truncated
+    assert main(["report", str(bad)]) == 2
+    assert "bad.json: not valid JSON" in one_line_error(capsys, "report")
+
+
+def test_compare_missing_malformed_and_incompatible(in_tmp, capsys, monkeypatch):
+    good = in_tmp / "good.json"
+    Results().save(good)
+    assert main(["compare", str(good), str(in_tmp / "missing.json")]) == 2
+    assert "missing.json: no such results file" in one_line_error(capsys, "compare")
+    bad = in_tmp / "bad.json"
+    bad.write_text("[1, 2]")
+    assert main(["compare", str(bad), str(good)]) == 2
+    assert "expected a JSON object" in one_line_error(capsys, "compare")
+
+    class NotComparable(UsageError):
+        pass
+
+    def compare(*args, **kwargs):
+        raise NotComparable("the results come from different\nbenchmarks; pass results of the same profile")
+
+    import bench.compare
+
+    monkeypatch.setattr(bench.compare, "compare", compare)
+    assert main(["compare", str(good), str(good)]) == 2
+    line = one_line_error(capsys, "compare")
+    assert line.endswith("different benchmarks; pass results of the same profile")  # newlines folded
+
+
+def test_unwritable_output_folder(in_tmp, capsys, fake_run):
+    blocker = in_tmp / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["run", "--profile", "quick", "--machine-kind", "test", "--out", str(blocker / "sub")]) == 2
+    line = one_line_error(capsys, "run")
+    assert f"cannot write to the output folder {blocker / 'sub'}" in line and "writable folder" in line
+    assert "out" not in fake_run  # nothing was measured
+
+
+def test_bad_resume_fails_before_a_run_folder_is_made(in_tmp, capsys, fake_run):
+    assert main(["run", "--profile", "quick", "--machine-kind", "test", "--resume", str(in_tmp / "nowhere")]) == 2
+    assert "no such results file" in one_line_error(capsys, "run")
+    assert not (in_tmp / "runs").exists() and "out" not in fake_run
+
+
+def test_internal_errors_keep_their_traceback(in_tmp, fake_run, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug, not a user mistake")
+
+    monkeypatch.setattr(bench.runner, "run_profile", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["run", "--profile", "quick", "--machine-kind", "test"])
+
+
+def test_run_writes_a_new_run_folder_and_never_reports(in_tmp, capsys, fake_run):
+    assert main(["run", "--profile", "quick", "--machine-kind", "cpu-test", "--no-report-copy"]) == 0
+    out = fake_run["out"]
+    assert re.fullmatch(r"runs/cpu-test-\d{8}-\d{6}", out.as_posix()), out
+    assert (in_tmp / out / "REPORT.md").exists()
+    assert not (in_tmp / "reports").exists()  # --no-report-copy or not, nothing is copied
+    err = capsys.readouterr().err
+    mentions = [i for i, line in enumerate(err.splitlines()) if str(out) in line]
+    assert len(mentions) >= 2 and mentions[0] == 0 and mentions[-1] == len(err.splitlines()) - 1, err
+    # a second run in the same second gets its own folder
+    assert main(["run", "--profile", "quick", "--machine-kind", "cpu-test"]) == 0
+    assert fake_run["out"] != out and len(list((in_tmp / "runs").iterdir())) == 2
+    assert not (in_tmp / "reports").exists()
+
+
+def test_out_reports_refreshes_the_committed_report(in_tmp, fake_run):
+    assert main(["run", "--profile", "quick", "--machine-kind", "cpu-test", "--out", "reports/cpu-test"]) == 0
+    assert (in_tmp / "reports" / "cpu-test" / "REPORT.md").exists()
+    assert not (in_tmp / "runs").exists()
+
+
+def test_ctrl_c_names_the_run_folder(in_tmp, capsys, fake_run, monkeypatch):
+    def interrupted(profile, out, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench.runner, "run_profile", interrupted)
+    assert main(["run", "--profile", "quick", "--machine-kind", "cpu-test"]) == 130
+    err = capsys.readouterr().err
+    folder = next((in_tmp / "runs").iterdir()).relative_to(in_tmp)
+    assert f"--resume {folder}" in err and "Traceback" not in err
