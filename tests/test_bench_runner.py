@@ -1,35 +1,136 @@
-"""End to end: a quick-profile run restricted to one tiny variant, 2 repeats, into tmp_path; the
-regression gate passes it against itself; resume skips finished tasks; a crashing task is recorded."""
+"""The runner end to end. Default tier: the plan, a static-only run (params/FLOPs in fresh worker
+processes) through results.json, the report and the gate, and the gate against planted regressions.
+Slow tier (``pytest --run-slow -m slow``): the quick profile's pair with speed and memory, 2 repeats,
+the gate passing the run against itself and failing a copy whose speed ratio is halved, and resume."""
 
+import copy
 import dataclasses
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
 
 from bench.cli import main
 from bench.compare import compare
 from bench.profiles import get_profile, restrict
-from bench.results import Results
+from bench.results import Results, Row, Stats
 from bench.runner import plan, run_profile
+
+REPO = Path(__file__).resolve().parents[1]
+PAIR = ("baseline-tiny", "optimized-tiny")
+
+
+def planted(res: Results, variant: str, metric: str, factor: float) -> Results:
+    """A deep copy of ``res`` with ``variant``'s ``metric`` (value and every sample) times ``factor``."""
+    out = copy.deepcopy(res)
+    row = out.get(variant, metric)
+    assert row is not None and row.value is not None, f"{variant}/{metric} not in the results"
+    row.value *= factor
+    row.samples = [s * factor for s in row.samples]
+    row.stats = Stats.of(row.samples) if row.samples else row.stats
+    return out
+
+
+def failed_on(cmp, variant: str, metric: str) -> bool:
+    """Whether the comparison has a failing check of ``variant`` naming ``metric``."""
+    return any(c.variant == variant and metric in c.metric for c in cmp.failures)
+
+
+def expected_commit() -> str:
+    """What bench.env should record: ``git rev-parse HEAD`` of this checkout, or "unknown" without git."""
+    try:
+        proc = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10)
+    except OSError:
+        return "unknown"
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
 
 
 def test_plan_interleaves_repeats():
-    p = dataclasses.replace(restrict(get_profile("quick"), ["baseline-tiny", "optimized-tiny"]), repeats=2)
+    p = dataclasses.replace(restrict(get_profile("quick"), list(PAIR)), repeats=2, pair_repeats=2)
     speed = [t.id for t in plan(p) if t.id.startswith("speed:")]
     assert speed == ["speed:baseline-tiny:0", "speed:optimized-tiny:0", "speed:baseline-tiny:1",
                      "speed:optimized-tiny:1"]
 
 
-def test_quick_run_end_to_end(tmp_path, capsys):
+def _speed_row(variant: str, metric: str, samples: list[float]) -> Row:
+    st = Stats.of(samples)
+    return Row(variant, metric, st.median, "samples/s", list(samples), st)
+
+
+def test_gate_fails_a_planted_speed_ratio_regression():
+    """Cheap twin of the slow end-to-end check, on hand-made results of the pair."""
+    res = Results(rows=[_speed_row("baseline-tiny", "train/samples_per_s", [10.0, 10.2, 9.9]),
+                        _speed_row("optimized-tiny", "train/samples_per_s", [20.0, 20.4, 19.8])],
+                  variants={"baseline-tiny": {"group": "main", "reference": None},
+                            "optimized-tiny": {"group": "main", "reference": "baseline-tiny"}})
+    assert compare(res, res).passed
+    slower = compare(res, planted(res, "optimized-tiny", "train/samples_per_s", 0.5))
+    assert not slower.passed and failed_on(slower, "optimized-tiny", "train/samples_per_s")
+    # an improvement never fails
+    assert compare(res, planted(res, "optimized-tiny", "train/samples_per_s", 2.0)).passed
+
+
+def test_gate_on_the_committed_quick_reference():
+    """The CI gate's own reference (a real quick run): it passes against itself, a copy with the
+    optimized/baseline training-speed ratio halved fails, on exactly that ratio."""
+    res = Results.load(REPO / "reports" / "reference" / "quick.json")
+    assert res.variants["optimized-tiny"]["reference"] == "baseline-tiny"
+    assert compare(res, res).passed
+    cmp = compare(res, planted(res, "optimized-tiny", "train/samples_per_s", 0.5))
+    assert failed_on(cmp, "optimized-tiny", "train/samples_per_s"), cmp.table()
+
+
+def test_static_run_end_to_end(tmp_path, monkeypatch):
+    """Fresh worker processes -> results.json/csv -> REPORT.md -> the gate, on params and FLOPs only."""
+    from bench.report import render
+
+    monkeypatch.delenv("OVD_BENCH_GIT_COMMIT", raising=False)
+    p = dataclasses.replace(get_profile("quick"), static_variants=PAIR, memory_variants=(), speed_variants=(),
+                            extras=(), repeats=1)
+    res = run_profile(p, tmp_path / "run", threads=1)
+    assert [r for r in res.rows if r.status != "ok"] == []
+    assert res.value("optimized-tiny", "params/total") < res.value("baseline-tiny", "params/total")
+    assert res.value("optimized-tiny", "flops/per_image") > 0
+    assert res.environment["git_commit"] == expected_commit()
+    assert re.fullmatch(r"[0-9a-f]{64}", res.environment["source_hash"])
+    saved = Results.load(tmp_path / "run" / "results.json")
+    assert saved.value("baseline-tiny", "params/total") == res.value("baseline-tiny", "params/total")
+    assert (tmp_path / "run" / "results.csv").exists()
+    assert render(saved, tmp_path / "run").exists()
+
+    assert compare(saved, saved).passed
+    assert main(["compare", str(tmp_path / "run" / "results.json"), str(tmp_path / "run" / "results.json")]) == 0
+    # one parameter more is a size change: it fails unless allowed
+    grown = planted(saved, "optimized-tiny", "params/total", 1 + 1e-6)
+    assert failed_on(compare(saved, grown), "optimized-tiny", "params/total")
+    assert compare(saved, grown, allow_size_change=True).passed
+
+
+@pytest.mark.slow
+def test_quick_run_end_to_end(tmp_path):
     out = tmp_path / "run"
-    rc = main(["run", "--profile", "quick", "--variants", "optimized-tiny", "--repeats", "2", "--threads", "1",
-               "--out", str(out), "--no-report-copy"])
+    rc = main(["run", "--profile", "quick", "--variants", ",".join(PAIR), "--extras", "none", "--repeats", "2",
+               "--threads", "1", "--out", str(out), "--no-report-copy"])
     assert rc == 0
     res = Results.load(out / "results.json")
-    assert res.get("optimized-tiny", "train/samples_per_s").stats.n == 2
-    assert res.value("optimized-tiny", "params/total") > 0
-    assert res.value("optimized-tiny", "memory/train_total") > 0
-    assert res.environment["git_commit"] is not None or res.environment["git_commit"] is None
+    for variant in PAIR:
+        assert res.get(variant, "train/samples_per_s").stats.n >= 2
+        assert res.value(variant, "params/total") > 0
+        assert res.value(variant, "memory/train_total") > 0
+    assert res.environment["git_commit"] == expected_commit()
     assert (out / "REPORT.md").exists() and (out / "results.csv").exists()
+
+    # The gate: the run against itself passes; a copy whose optimized/baseline speed ratio is halved fails.
     assert compare(res, res).passed
     assert main(["compare", str(out / "results.json"), str(out / "results.json")]) == 0
+    slower = planted(res, "optimized-tiny", "train/samples_per_s", 0.5)
+    cmp = compare(res, slower)
+    assert not cmp.passed and failed_on(cmp, "optimized-tiny", "train/samples_per_s"), cmp.table()
+    slower_path = tmp_path / "slower.json"
+    slower.save(slower_path)
+    assert main(["compare", str(out / "results.json"), str(slower_path)]) == 1
 
     # --resume: everything is done, nothing re-runs, results are the same.
     again = run_profile(restrict(get_profile("quick"), ["optimized-tiny"]), tmp_path / "again", threads=1,
@@ -40,13 +141,13 @@ def test_quick_run_end_to_end(tmp_path, capsys):
 def test_crashing_variant_is_recorded(tmp_path, monkeypatch):
     import bench.variants as variants
 
-    bad = variants.Variant("broken", "optimized-tiny", {"image.backbone": "no_such_backbone"}, "crashes", None)
+    bad = variants.preset_variant("broken", "optimized-tiny", {"image.backbone": "no_such_backbone"}, "crashes")
     monkeypatch.setitem(variants.VARIANTS, "broken", bad)
     p = dataclasses.replace(get_profile("quick"), static_variants=("broken",), memory_variants=(), speed_variants=(),
-                            repeats=1)
+                            extras=(), repeats=1)
     # the worker runs in a fresh process that does not see the monkeypatch: pass the variant via the spec
     res = run_profile(p, tmp_path, threads=1)
-    row = res.rows[0]
+    row = next(r for r in res.rows if r.variant == "broken")
     assert row.status == "error" and "no_such_backbone" in row.error
 
 

@@ -47,7 +47,9 @@ def test_perfect_boxes_give_zero_box_losses(criterion):
     targets = make_targets()
     losses = criterion(make_outputs(targets, perfect_boxes=True), targets)
     assert losses["loss_bbox"].item() == pytest.approx(0.0, abs=1e-6)
-    assert losses["loss_giou"].item() == pytest.approx(0.0, abs=1e-6)
+    # generalized_box_iou_loss divides by (union + 1e-7): 1 - IoU of identical boxes is ~1e-7 / area
+    # (area 0.04 here), so zero within 1e-5, not exactly.
+    assert losses["loss_giou"].item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_perfect_logits_give_near_zero_class_loss(criterion):
@@ -164,3 +166,61 @@ def test_loss_decreases_when_overfitting_a_tiny_set():
     assert history[-1] < 0.25 * history[0]
     final = criterion(model(features), targets)
     assert final["loss_bbox"].item() < 0.1
+
+
+def old_giou_loss(src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """The formula loss_boxes used before: the diagonal of the (M, M) GIoU matrix, 1 - GIoU per pair."""
+    from torchvision.ops import generalized_box_iou
+
+    return 1 - torch.diag(generalized_box_iou(src, tgt))
+
+
+def random_xyxy(n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 4) valid normalized xyxy boxes, each side at least 0.05 (so eps=1e-7 is far below the areas)."""
+    corner = torch.rand(n, 2, generator=generator) * 0.6
+    size = torch.rand(n, 2, generator=generator) * 0.35 + 0.05
+    return torch.cat([corner, corner + size], dim=1)
+
+
+def test_giou_loss_matches_the_old_matrix_diagonal_formula():
+    from torchvision.ops import box_convert
+
+    from ovd.training.losses import loss_boxes
+
+    g = torch.Generator().manual_seed(0)
+    src, tgt = random_xyxy(64, g), random_xyxy(64, g)
+    tgt[:8] = src[:8]  # identical pairs: loss 0
+    tgt[8:16, :2] = src[8:16, :2] + 1.0  # disjoint pairs: loss > 1
+    tgt[8:16, 2:] = tgt[8:16, :2] + 0.1
+    tgt[16:20, 2] = tgt[16:20, 0]  # zero-width target (degenerate, but the union is not empty)
+    expected = old_giou_loss(src, tgt)
+    assert torch.isfinite(expected).all() and (expected[8:16] > 1).all() and (expected[:8] == 0).all()
+
+    # Through loss_boxes: B=2 images of 32 matched pairs each, normalized by num_boxes.
+    pred = box_convert(src, "xyxy", "cxcywh").reshape(2, 32, 4)
+    boxes = box_convert(tgt, "xyxy", "cxcywh").reshape(2, 32, 4)
+    idx = torch.arange(32)
+    matches = [(idx, idx), (idx, idx)]
+    targets = [{"boxes": boxes[0]}, {"boxes": boxes[1]}]
+    _, giou = loss_boxes(pred, matches, targets, num_boxes=64.0)
+    torch.testing.assert_close(giou, expected.sum() / 64, atol=1e-5, rtol=1e-5)
+
+    # Gradients agree too (the eps only shifts denominators by 1e-7).
+    a = src.clone().requires_grad_(True)
+    old_giou_loss(a, tgt).sum().backward()
+    b = src.clone().requires_grad_(True)
+    from torchvision.ops import generalized_box_iou_loss
+
+    generalized_box_iou_loss(b, tgt, reduction="sum").backward()
+    torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_giou_loss_of_zero_area_pairs_is_finite_where_the_old_formula_gave_nan():
+    from ovd.training.losses import loss_boxes
+
+    point = torch.tensor([[0.5, 0.5, 0.0, 0.0]])  # cxcywh, a zero-area box
+    old = old_giou_loss(torch.tensor([[0.5, 0.5, 0.5, 0.5]]), torch.tensor([[0.5, 0.5, 0.5, 0.5]]))
+    assert torch.isnan(old).all()  # what training would have stopped on (NonFiniteLossError)
+    idx = torch.arange(1)
+    _, giou = loss_boxes(point[None], [(idx, idx)], [{"boxes": point}], num_boxes=1.0)
+    assert giou.item() == pytest.approx(1.0)

@@ -246,3 +246,63 @@ def test_score_prediction_file_missing_sentences_count_as_misses(dataset_phrases
     result = score_prediction_file([good], dataset_phrases, allow_missing=True)
     assert result["R@1"] == pytest.approx(1 / 3)
     assert result["num_sentences"] == 2
+
+
+def test_sentence_without_boxed_phrases_is_accepted_with_an_empty_list(dataset_phrases):
+    """MDETR's evaluator accepts a prediction for every sentence of an image; one with no phrase to
+    score (the dataset skips it as no_boxes) carries ``"boxes": []`` and scores nothing."""
+    good = [{"image_id": "100", "sentence_id": 0, "boxes": [[[0, 0, 50, 50]], [[0, 0, 10, 10]]]},
+            {"image_id": "100", "sentence_id": 1, "boxes": [[[10, 10, 40, 40]]]}]
+    empty = {"image_id": "100", "sentence_id": 2, "boxes": []}
+    every = {("100", 0), ("100", 1), ("100", 2)}
+    result = score_prediction_file(good + [empty], dataset_phrases, all_sentences=every)
+    assert result["R@1"] == pytest.approx(1.0) and result["num_phrases"] == 3
+    assert result["num_sentences"] == 2 and result["num_sentences_without_phrases"] == 1
+    # without the split's sentence list the sentence is unknown (the old behaviour)...
+    with pytest.raises(ValueError, match="sentence_id=2 is not in the dataset"):
+        score_prediction_file(good + [empty], dataset_phrases)
+    # ...a sentence absent from the split stays an error, and boxes for a sentence with nothing to score too
+    with pytest.raises(ValueError, match="sentence_id=3 is not in the dataset"):
+        score_prediction_file(good + [dict(empty, sentence_id=3)], dataset_phrases, all_sentences=every)
+    with pytest.raises(ValueError, match=r"sentence_id=2: the sentence has no phrase with a box.*got 1"):
+        score_prediction_file(good + [dict(empty, boxes=[[[0, 0, 5, 5]]])], dataset_phrases, all_sentences=every)
+
+
+def test_load_predictions_names_a_malformed_entry(tmp_path):
+    import json
+
+    from ovd.training.metrics import load_predictions
+
+    path = tmp_path / "preds.json"
+    path.write_text(json.dumps([{"image_id": "1", "sentence_id": 0, "boxes": []}, {"image_id": "1"}]))
+    with pytest.raises(ValueError, match=r"preds.json: entry 1 lacks sentence_id, boxes; each entry needs"):
+        load_predictions(str(path))
+
+
+def test_cli_eval_accepts_every_sentence_of_an_image(tmp_path, capsys):
+    """`ovd eval --predictions` on a Flickr30k layout whose image has a caption with no box (the "ghost")."""
+    import json
+
+    from test_data_fixtures import write_main_flickr
+
+    from ovd.cli import main as ovd_main
+    from ovd.data.dataset import GroundingDataset
+    from ovd.data.readers import load_records
+    from ovd.training.metrics import sentence_keys
+
+    root = write_main_flickr(tmp_path / "flickr")
+    records = load_records(root, "flickr30k", "train")
+    dataset = GroundingDataset(records, split="train")
+    assert dataset.skipped["no_boxes"] == 1 and len(sentence_keys(records)) == len(dataset.samples) + 1
+    scored = {(s.record.image_id, s.record.sentence_id): s for s in dataset.samples}
+    predictions = []
+    for image_id, sentence_id in sorted(sentence_keys(records)):
+        sample = scored.get((image_id, sentence_id))
+        boxes = [[p["gt_boxes_xyxy"][0].tolist()] for p in sample.phrases] if sample else []
+        predictions.append({"image_id": image_id, "sentence_id": sentence_id, "boxes": boxes})
+    path = tmp_path / "preds.json"
+    path.write_text(json.dumps(predictions))
+    assert ovd_main(["eval", "--predictions", str(path), "--data-root", str(root), "--split", "train"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["R@1"] == pytest.approx(1.0)
+    assert result["num_sentences_without_phrases"] == 1 and result["num_sentences"] == len(dataset.samples)

@@ -175,18 +175,44 @@ def test_checkpoint_with_pickled_object_is_refused(tmp_path):
         load_checkpoint(tmp_path / "missing.ckpt")
 
 
-def test_ddp_two_cpu_processes(small_root, tmp_path):
-    out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "ovd.cli", "train", "--preset", "optimized-tiny", "--data-root", str(small_root),
-           "--max-steps", "2", "--batch-size", "2", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
-           "--out", str(out), "--limit-val-batches", "1", "--val-check-interval", "2"]
+def _ddp_train(root, out, max_steps, *extra):
+    """`ovd train` with 2 gloo processes on the CPU: the command a cluster runs (`--devices 4 --num-nodes 2`
+    under srun or torchrun), with only the launcher differing."""
+    cmd = [sys.executable, "-m", "ovd.cli", "train", "--preset", "optimized-tiny", "--data-root", str(root),
+           "--max-steps", str(max_steps), "--batch-size", "2", "--accelerator", "cpu", "--devices", "2",
+           "--strategy", "ddp", "--num-nodes", "1", "--out", str(out), "--limit-val-batches", "1",
+           "--val-check-interval", "2", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on two cores: one thread each
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
+    return json.loads((out / "summary.json").read_text()), proc.stderr
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(small_root, tmp_path):
+    from ovd.data.dataset import GroundingDataset
+    from ovd.data.readers import load_records
+
+    out = tmp_path / "ddp"
+    summary, _ = _ddp_train(small_root, out, 2)
     assert "val/mAP50" in summary["metrics"]
+    assert summary["world_size"] == 2 and summary["num_nodes"] == 1 and summary["global_step"] == 2
+    # each process sees its half of the training set (Lightning's DistributedSampler), batch 2
+    n = len(GroundingDataset(load_records(small_root, "flickr30k", "train"), split="train"))
+    assert summary["train_batches_per_epoch"] == math.ceil(math.ceil(n / 2) / 2)
+    assert (out / "config.json").exists() and summary["last"].endswith("last.ckpt")
 
 
+@pytest.mark.slow
+def test_ddp_resume_from_a_ddp_checkpoint(small_root, tmp_path):
+    out = tmp_path / "ddp"
+    first, _ = _ddp_train(small_root, out, 2)
+    resumed, log = _ddp_train(small_root, out, 4, "--resume", first["last"])
+    assert f"Restoring states from the checkpoint path at {first['last']}" in log, log[-3000:]
+    assert resumed["global_step"] == 4 and resumed["world_size"] == 2
+
+
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint(small_root, tmp_path):
     import signal
     import time

@@ -41,11 +41,15 @@ def _stats(args: argparse.Namespace) -> int:
         print(json.dumps(stats, indent=2))
     else:
         for key, value in stats.items():
-            if key != "skipped":
+            if key not in ("skipped", "rejected_files"):
                 print(f"{key:18s} {value}")
         print("skipped" + ("" if stats["skipped"] else "            none"))
         for reason, count in stats["skipped"].items():
             print(f"  {reason:16s} {count}")
+        # every rejected file by name: a count alone does not say which file to fix
+        print("rejected files" + ("" if stats["rejected_files"] else "     none"))
+        for item in stats["rejected_files"]:
+            print(f"  {item['reason']:16s} {item['file']}: {item['error']}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -12,17 +13,22 @@ from .errors import DataError
 from .images import image_size, load_image
 from .readers import load_records
 
+log = logging.getLogger(__name__)
+
 
 def dataset_stats(root: str | Path, format: str, split: str, fast: bool = False, progress: bool = False) -> dict:
     """Counts for one split, reading every file it counts.
 
     Returns {"split", "format", "images", "sentences", "phrases", "phrases_with_box",
-    "boxes", "chains", "clipped_boxes", "skipped": {reason: count}}. ``boxes`` and ``chains``
-    are per image (unique valid boxes; distinct non-zero chain ids mentioned in captions).
-    Every image is decoded and its size checked against the annotation, unless ``fast``
-    (then only its header is read). Boxes are checked against the image by the dataset's
-    skip policy, and the reasons land in ``skipped``, as do undecodable images
-    ("bad_image") and size disagreements ("size_mismatch").
+    "boxes", "chains", "clipped_boxes", "skipped": {reason: count}, "rejected_files": [...]}.
+    ``boxes`` and ``chains`` are per image (unique valid boxes; distinct non-zero chain ids
+    mentioned in captions). Every image is decoded and its size checked against the annotation,
+    unless ``fast`` (then only its header is read). Boxes are checked against the image by the
+    dataset's skip policy, and the reasons land in ``skipped``, as do undecodable images
+    ("bad_image") and size disagreements ("size_mismatch"), each counted once per image.
+    ``rejected_files`` names every image file behind those two counts, in reading order:
+    {"file": path as the reader resolved it, "reason": "bad_image" | "size_mismatch",
+    "error": why}; each is also logged as a warning.
     """
     records = load_records(root, format, split)
     skipped: Counter = Counter()
@@ -30,6 +36,13 @@ def dataset_stats(root: str | Path, format: str, split: str, fast: bool = False,
     boxes_per_image: dict[str, set] = {}
     chains_per_image: dict[str, set] = {}
     image_ok: dict[Path, bool] = {}
+    rejected: list[dict] = []
+
+    def reject(path: Path, reason: str, error: str) -> None:
+        skipped[reason] += 1
+        rejected.append({"file": str(path), "reason": reason, "error": error})
+        log.warning("%s: rejected (%s): %s", path, reason, error)
+
     for record in tqdm(records, desc=f"stats {split}", unit="caption", disable=not progress):
         path = record.image_path
         if path not in image_ok:  # decode each image once, not once per caption
@@ -37,10 +50,12 @@ def dataset_stats(root: str | Path, format: str, split: str, fast: bool = False,
                 size = load_image(path).size if not fast else image_size(path)
                 ok = size == (record.width, record.height) or record.width is None
                 if not ok:
-                    skipped["size_mismatch"] += 1
-            except DataError:
+                    reject(path, "size_mismatch", f"image is {size[0]}x{size[1]} (WxH), "
+                                                  f"the annotation says {record.width}x{record.height}")
+            except DataError as err:
                 ok = False
-                skipped["bad_image"] += 1
+                # DataError messages start with the path; the file is named once, in "file"
+                reject(path, "bad_image", str(err).removeprefix(f"{path}: "))
             image_ok[path] = ok
         totals["sentences"] += 1
         totals["phrases"] += len(record.phrases)
@@ -62,4 +77,5 @@ def dataset_stats(root: str | Path, format: str, split: str, fast: bool = False,
         "chains": sum(len(c) for c in chains_per_image.values()),
         "clipped_boxes": totals["clipped_boxes"],
         "skipped": dict(sorted(skipped.items())),
+        "rejected_files": rejected,
     }

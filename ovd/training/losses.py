@@ -7,7 +7,9 @@ decoder output, all in float32 (AMP safe) and normalized by the number of target
   of a matched query is the ``positive_map`` row of its target box, of any other query 0.
   Padded text positions (``text_mask`` False) are excluded.
 - ``loss_bbox``: L1 between matched normalized cxcywh boxes.
-- ``loss_giou``: ``1 - GIoU`` between matched boxes (xyxy).
+- ``loss_giou``: ``1 - GIoU`` between matched boxes (xyxy), torchvision's pairwise
+  ``generalized_box_iou_loss`` (O(M), where an M x M ``generalized_box_iou`` matrix and its
+  diagonal would be O(M^2)); its ``eps=1e-7`` keeps a zero-area pair finite (loss 1) instead of NaN.
 
 Keys: the final layer gives ``loss_class``/``loss_bbox``/``loss_giou``; intermediate decoder
 layer ``i`` (``outputs["aux_outputs"][i]``) adds ``*_{i}``; the query proposals
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
+from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
 
 from ovd.training.matcher import HungarianMatcher, MatchIndices, build_matcher
 
@@ -90,7 +92,11 @@ def matched_boxes(
 def loss_boxes(
     pred_boxes: Tensor, matches: Sequence[MatchIndices], targets: Sequence[dict], num_boxes: float
 ) -> tuple[Tensor, Tensor]:
-    """L1 (on normalized cxcywh) and ``1 - GIoU`` (on xyxy) over matched pairs, each / ``num_boxes``.
+    """L1 (on normalized cxcywh) and ``1 - GIoU`` (on xyxy) over matched pairs, each summed / ``num_boxes``.
+
+    ``1 - GIoU`` is ``torchvision.ops.generalized_box_iou_loss`` (eps 1e-7 in the IoU and enclosing-box
+    denominators): equal to ``1 - diag(generalized_box_iou(src, tgt))`` up to that eps, and 1 rather
+    than NaN for a pair of zero-area boxes.
 
     Args:
         pred_boxes: (B, Q, 4) normalized cxcywh.
@@ -102,8 +108,10 @@ def loss_boxes(
         zero = pred_boxes.float().sum() * 0.0
         return zero, zero
     l1 = (src - tgt).abs().sum() / num_boxes
-    giou = torch.diag(generalized_box_iou(box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy")))
-    return l1, (1 - giou).sum() / num_boxes
+    # Pairwise on the matched pairs only: (M,) losses, not an (M, M) matrix to take the diagonal of.
+    src_xyxy, tgt_xyxy = box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy")
+    giou = generalized_box_iou_loss(src_xyxy, tgt_xyxy, reduction="sum")
+    return l1, giou / num_boxes
 
 
 class SetCriterion(nn.Module):

@@ -281,12 +281,27 @@ def collect_dataset_phrases(metas: Iterable[dict]) -> dict[SentenceKey, list[Ten
     return {_key(m["image_id"], m["sentence_id"]): [_as_boxes(p["gt_boxes_xyxy"]) for p in m["phrases"]] for m in metas}
 
 
+def sentence_keys(records: Iterable[Any]) -> set[SentenceKey]:
+    """(image_id, sentence_id) of every sentence of a split, from its records (``ovd.data.readers.load_records``)
+    *before* the dataset's skip policy: it includes the sentences :class:`ovd.data.dataset.GroundingDataset`
+    drops for having no box (``skipped["no_boxes"]``), which exist but have no phrase to score."""
+    return {_key(r.image_id, r.sentence_id) for r in records}
+
+
+PREDICTION_KEYS = ("image_id", "sentence_id", "boxes")
+
+
 def load_predictions(path: str) -> list[dict]:
-    """Read a prediction file: a JSON list of {"image_id", "sentence_id", "boxes"}."""
+    """Read a prediction file: a JSON list of {"image_id", "sentence_id", "boxes"} (MDETR's format)."""
     with open(path) as fh:
         data = json.load(fh)
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of {{image_id, sentence_id, boxes}}")
+    for i, entry in enumerate(data):
+        lacking = [k for k in PREDICTION_KEYS if not isinstance(entry, Mapping) or k not in entry]
+        if lacking:
+            raise ValueError(f"{path}: entry {i} lacks {', '.join(lacking)}; each entry needs image_id, "
+                             "sentence_id and boxes (one ranked list of xyxy pixel boxes per phrase)")
     return data
 
 
@@ -296,6 +311,7 @@ def score_prediction_file(
     ks: Sequence[int] = DEFAULT_KS,
     iou_threshold: float = 0.5,
     allow_missing: bool = False,
+    all_sentences: Iterable[SentenceKey] | None = None,
 ) -> dict[str, float]:
     """Recall@k (ANY-BOX and MERGED-BOX) of an MDETR-style prediction file.
 
@@ -308,8 +324,14 @@ def score_prediction_file(
             :func:`collect_dataset_phrases`.
         allow_missing: when False a dataset sentence without prediction raises ValueError; when
             True its phrases count as misses.
+        all_sentences: every (image_id, sentence_id) of the split, scored or not (:func:`sentence_keys`
+            of its records). A prediction for one of them that is not in ``dataset_phrases`` (the
+            dataset skipped it: no phrase has a box) is accepted when its ``boxes`` is an empty list,
+            as MDETR's evaluator accepts it, and scores nothing. Default: the keys of ``dataset_phrases``.
     Returns:
-        {"R@1", "R@5", "R@10", "R@1_merged", ..., "num_phrases", "num_sentences"} as floats.
+        {"R@1", "R@5", "R@10", "R@1_merged", ..., "num_phrases", "num_sentences",
+        "num_sentences_without_phrases"} as floats; ``num_sentences`` counts the scored sentences,
+        ``num_sentences_without_phrases`` the predictions accepted with nothing to score.
     Raises:
         ValueError: unknown or duplicated sentence, wrong number of phrase lists, malformed boxes.
     """
@@ -317,16 +339,24 @@ def score_prediction_file(
         _key(*key): [_as_boxes(p["gt_boxes_xyxy"] if isinstance(p, Mapping) else p) for p in phrases]
         for key, phrases in dataset_phrases.items()
     }
+    known = set(gt_by_key) | {_key(*k) for k in (all_sentences or ())}
     metric = RecallAtK(ks, iou_threshold)
     seen: set[SentenceKey] = set()
+    without_phrases = 0
     for pred in predictions:
         key = _key(pred["image_id"], pred["sentence_id"])
         where = f"image_id={key[0]!r} sentence_id={key[1]}"
-        if key not in gt_by_key:
+        if key not in known:
             raise ValueError(f"prediction for {where} is not in the dataset")
         if key in seen:
             raise ValueError(f"duplicate prediction for {where}")
         seen.add(key)
+        if key not in gt_by_key:  # a real sentence without any boxed phrase: nothing to score
+            if len(pred["boxes"]) != 0:
+                raise ValueError(f"{where}: the sentence has no phrase with a box, so expected an empty "
+                                 f"\"boxes\" list, got {len(pred['boxes'])} ranked box lists")
+            without_phrases += 1
+            continue
         gt = gt_by_key[key]
         if len(pred["boxes"]) != len(gt):
             raise ValueError(
@@ -347,4 +377,5 @@ def score_prediction_file(
     result = {key: float(value) for key, value in metric.compute().items() if key.startswith("R@")}
     result["num_phrases"] = float(metric.total)
     result["num_sentences"] = float(len(gt_by_key))
+    result["num_sentences_without_phrases"] = float(without_phrases)
     return result

@@ -77,3 +77,14 @@ def test_postprocessing_predict(bench, tiny_model):
     assert len(results) == 2
     for r in results:
         assert r["boxes"].shape[1] == 4 and len(r["labels"]) == len(r["scores"]) == r["boxes"].shape[0]
+
+
+def test_bench_synchronizes_cuda_around_the_timed_call(bench, monkeypatch):
+    """The fixture's contract (conftest.py): sync before the round (untimed), call, sync inside the call."""
+    events = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: events.append("sync"))
+    assert bench(lambda x: events.append(f"call {x}") or x, 7) == 7
+    # With --benchmark-disable one round runs; enabled, warm-up and timed rounds repeat the pattern.
+    assert events[:3] == ["sync", "call 7", "sync"]
+    assert len(events) % 3 == 0 and events == ["sync", "call 7", "sync"] * (len(events) // 3)
