@@ -74,6 +74,17 @@ def _overrides(items: list[str]) -> dict:
         raise UsageError(f"--set: {err}") from None
 
 
+def _accuracy_results(path: str | None):
+    """``--accuracy PATH``: the accuracy profile's results.json (or its folder), for the Training Time and mAP
+    rows of the seed table; None when not given."""
+    if not path:
+        return None
+    from .results import Results
+
+    p = Path(path)
+    return Results.load(p / "results.json" if p.is_dir() else p)
+
+
 def cmd_run(args) -> int:
     from .env import capture, machine_kind
     from .profiles import default_profile_name, get_profile, parse_extras, restrict, with_overrides
@@ -117,6 +128,7 @@ def cmd_run(args) -> int:
         from .results import Results
 
         Results.load(Path(args.resume) / "results.json")  # a bad --resume fails before a folder is made
+    accuracy = _accuracy_results(args.accuracy)  # so does a bad --accuracy
     # A run writes only into its own folder; reports/ is refreshed by asking for it with --out.
     out = writable_dir(args.out) if args.out else new_run_dir(kind)
     args.out = str(out)  # the Ctrl-C message in main() names it
@@ -130,7 +142,7 @@ def cmd_run(args) -> int:
         f"{','.join(profile.extras) or 'none'} -> {out}")
     results = run_profile(profile, out, threads, args.device, resume=args.resume, command=command, environment=env,
                           resume_any=args.resume_any)
-    report = render(results, out)
+    report = render(results, out, accuracy=accuracy)
     log(f"report: {report}")
     errors = [r for r in results.rows if r.status == "error"]
     if errors:
@@ -145,7 +157,7 @@ def cmd_report(args) -> int:
 
     res = Results.load(args.results)
     out = writable_dir(args.out if args.out else Path(args.results).parent)
-    print(render(res, out))
+    print(render(res, out, accuracy=_accuracy_results(args.accuracy)))
     return 0
 
 
@@ -176,6 +188,10 @@ def cmd_profile(args) -> int:
     return 0
 
 
+ACCURACY_HELP = ("results.json (or its folder) of an `ovd-bench run --profile accuracy` run: the seed table's Training "
+                 "Time and mAP rows then come from it (the report names that run)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _OneLineParser(prog="ovd-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -185,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default: a new runs/<machine-kind>-<UTC YYYYmmdd-HHMMSS>/; "
                    "--out reports/<machine-kind> refreshes the committed report)")
     r.add_argument("--resume", help="folder with a results.json whose finished tasks are kept")
+    r.add_argument("--accuracy", metavar="PATH", help=ACCURACY_HELP)
     r.add_argument("--resume-any", action="store_true",
                    help="with --resume: keep finished tasks measured on another commit or source hash "
                    "(the results then record every source hash)")
@@ -211,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="render REPORT.md and plots from a results.json")
     rp.add_argument("results")
     rp.add_argument("--out")
+    rp.add_argument("--accuracy", metavar="PATH", help=ACCURACY_HELP)
     rp.set_defaults(func=cmd_report)
     c = sub.add_parser("compare", help="regression gate: exit 1 when NEW regresses against REFERENCE")
     c.add_argument("reference")

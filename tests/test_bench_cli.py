@@ -32,7 +32,7 @@ def fake_run(monkeypatch):
         (out / "results.json").write_text("{}")
         return SimpleNamespace(rows=[])
 
-    def render(results, out):
+    def render(results, out, accuracy=None):
         path = out / "REPORT.md"
         path.write_text("# report\n")
         return path
@@ -195,3 +195,12 @@ def test_ctrl_c_names_the_run_folder(in_tmp, capsys, fake_run, monkeypatch):
     err = capsys.readouterr().err
     folder = next((in_tmp / "runs").iterdir()).relative_to(in_tmp)
     assert f"--resume {folder}" in err and "Traceback" not in err
+
+
+def test_bad_accuracy_results_fail_before_a_run_folder_is_made(in_tmp, capsys, fake_run):
+    assert main(["run", "--profile", "quick", "--machine-kind", "t", "--accuracy", "nowhere/results.json"]) == 2
+    assert "no such results file" in one_line_error(capsys, "run")
+    assert not (in_tmp / "runs").exists() and "out" not in fake_run
+    (in_tmp / "r.json").write_text("{}")
+    assert main(["report", "r.json", "--accuracy", "nowhere"]) == 2
+    one_line_error(capsys, "report")
