@@ -11,6 +11,7 @@ import ovd
 from ovd.data.synthetic import write_synthetic_dataset
 from ovd.training.module import DetectorModule
 from ovd.training.run import build_datamodule, trainer_kwargs
+from ovd.training.schedules import onecycle_progress
 from ovd.training.step import NonFiniteLossError, build_train_step, parameter_groups, resolve_precision
 
 
@@ -46,7 +47,7 @@ def test_lightning_and_the_benchmark_step_give_identical_weights(batches):
     twin.model.train()
     holder = []  # progress = steps taken / total, what the Lightning module reads from global_step
     step = build_train_step(twin.model, cfg.train, twin.criterion, "cpu",
-                            progress=lambda: holder[0].steps / steps if holder else 0.0)
+                            progress=lambda: onecycle_progress(min(holder[0].steps if holder else 0, steps - 1), steps))
     holder.append(step)
     for batch in data:
         step(batch)
@@ -57,6 +58,14 @@ def test_lightning_and_the_benchmark_step_give_identical_weights(batches):
     lr_a = [g["lr"] for g in module.optimizers().param_groups]
     assert lr_a == [g["lr"] for g in step.optimizer.param_groups]
     assert module.optimizers().param_groups[0]["betas"][0] == step.optimizer.param_groups[0]["betas"][0] != 0.98
+    # ... and they are torch's OneCycleLR values at that step (LR and AdamW's beta1)
+    probe = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=cfg.train.lr, betas=tuple(cfg.train.betas))
+    ref = torch.optim.lr_scheduler.OneCycleLR(probe, max_lr=cfg.train.lr, total_steps=steps)
+    for _ in range(steps - 1):
+        probe.step()
+        ref.step()
+    assert lr_a[0] == pytest.approx(probe.param_groups[0]["lr"], rel=1e-9)
+    assert step.optimizer.param_groups[0]["betas"][0] == pytest.approx(probe.param_groups[0]["betas"][0], rel=1e-9)
 
 
 def test_parameter_groups_cover_every_trainable_parameter_once():

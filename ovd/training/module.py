@@ -20,6 +20,7 @@ from ..config import DetectorConfig
 from ..models.detector import OpenVocabDetector
 from .losses import build_criterion
 from .metrics import GroundingEvaluator
+from .schedules import onecycle_progress
 from .step import NonFiniteLossError, ProgressSchedule, TrainStep, autocast, build_optimizer, resolve_precision
 
 __all__ = ["DetectorModule", "NonFiniteLossError", "load_checkpoint"]
@@ -54,6 +55,9 @@ class DetectorModule(L.LightningModule):
             total = self.trainer.estimated_stepping_batches
         if not total or not math.isfinite(total):
             return 0.0
+        if self.config.train.scheduler == "onecycle" and total >= 2:
+            # torch's OneCycleLR step indexing, so a step-budgeted "onecycle" run has exactly its LR and momentum
+            return onecycle_progress(min(self.global_step, int(total) - 1), int(total))
         return min(1.0, self.global_step / total)
 
     def configure_optimizers(self):
