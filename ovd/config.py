@@ -174,6 +174,12 @@ class TrainConfig:
     pin_memory: bool = False
     persistent_workers: bool = False
     seed: int = 0
+    # Negative phrases (issue 13): at most this many absent object names of the train split appended to
+    # a training caption ("caption . neg1 . neg2"), so the model learns "not here"; 0 = off. The presets
+    # turn it on (all four alike, for a fair before/after); the default stays off so old configs train as before.
+    negative_phrases: int = 0
+    # Share of training captions, in [0, 1], that get negatives (the rest look like eval prompts).
+    negative_rate: float = 0.5
 
     def __post_init__(self) -> None:
         _check_choice("train", "precision", self.precision, PRECISION_CHOICES)
@@ -187,6 +193,11 @@ class TrainConfig:
             raise ValueError(f"train.num_workers={self.num_workers!r} must be an int >= 0")
         if self.persistent_workers and self.num_workers == 0:
             raise ValueError("train.persistent_workers=True needs train.num_workers > 0")
+        if isinstance(self.negative_phrases, bool) or not isinstance(self.negative_phrases, int) or self.negative_phrases < 0:
+            raise ValueError(f"train.negative_phrases={self.negative_phrases!r} must be an int >= 0 (0 = off)")
+        if isinstance(self.negative_rate, bool) or not isinstance(self.negative_rate, (int, float)) \
+                or not 0.0 <= self.negative_rate <= 1.0:
+            raise ValueError(f"train.negative_rate={self.negative_rate!r} must be a number in [0, 1]")
 
 
 @dataclass
@@ -294,6 +305,9 @@ def _from_dict(cls: type, data: Mapping[str, Any], where: str) -> Any:
 _TINY_SWIN_SMALLER = dict(embed_dim=48, depths=(2, 2, 2), num_heads=(3, 6, 12), window_size=6)
 _TINY_SWIN_LARGER = dict(embed_dim=64, depths=(2, 2, 4), num_heads=(2, 4, 8), window_size=6)
 
+# Negative phrases, the same recipe in every preset (issue 13): up to 3 absent names on half the captions.
+_NEGATIVES = {"negative_phrases": 3, "negative_rate": 0.5}
+
 PRESETS: dict[str, dict] = {
     "baseline": {
         "out_dim": 512,
@@ -303,7 +317,8 @@ PRESETS: dict[str, dict] = {
         "fusion": {"attention": "mha", "mlp": "sequential", "num_layers": 3, "num_heads": 8},
         "box_head": {"attention": "mha", "mlp": "sequential", "num_queries": 100, "num_decoder_layers": 6, "num_heads": 8},
         "train": {"precision": "32-true", "scheduler": "cosine", "batch_size": 8, "lr": 1e-4,
-                  "backbone_lr": 1e-5, "betas": (0.9, 0.999), "eps": 1e-8},
+                  "backbone_lr": 1e-5, "betas": (0.9, 0.999), "eps": 1e-8,
+                  **_NEGATIVES},
     },
     "optimized": {
         "out_dim": 256,
@@ -314,7 +329,8 @@ PRESETS: dict[str, dict] = {
         "box_head": {"attention": "sdpa", "mlp": "torchvision", "num_queries": 20, "num_decoder_layers": 3, "num_heads": 4},
         "train": {"precision": "auto", "scheduler": "onecycle", "batch_size": 32, "lr": 2e-4,
                   "backbone_lr": 2e-5, "betas": (0.9, 0.98), "eps": 1e-6, "num_workers": 2,
-                  "pin_memory": True, "persistent_workers": True},
+                  "pin_memory": True, "persistent_workers": True,
+                  **_NEGATIVES},
     },
     "baseline-tiny": {
         "out_dim": 192,
@@ -325,7 +341,8 @@ PRESETS: dict[str, dict] = {
         "fusion": {"attention": "mha", "mlp": "sequential", "num_layers": 3, "num_heads": 8},
         "box_head": {"attention": "mha", "mlp": "sequential", "num_queries": 50, "num_decoder_layers": 6, "num_heads": 8},
         "train": {"precision": "32-true", "scheduler": "cosine", "batch_size": 8, "lr": 1e-3,
-                  "backbone_lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8},
+                  "backbone_lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8,
+                  **_NEGATIVES},
     },
     "optimized-tiny": {
         "out_dim": 128,
@@ -336,7 +353,8 @@ PRESETS: dict[str, dict] = {
         "fusion": {"attention": "sdpa", "mlp": "torchvision", "num_layers": 1, "num_heads": 4},
         "box_head": {"attention": "sdpa", "mlp": "torchvision", "num_queries": 20, "num_decoder_layers": 3, "num_heads": 4},
         "train": {"precision": "auto", "scheduler": "onecycle", "batch_size": 16, "lr": 1e-3,
-                  "backbone_lr": 1e-3, "betas": (0.9, 0.98), "eps": 1e-6},
+                  "backbone_lr": 1e-3, "betas": (0.9, 0.98), "eps": 1e-6,
+                  **_NEGATIVES},
     },
 }
 

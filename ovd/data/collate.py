@@ -18,6 +18,10 @@ class GroundingCollator:
     char spans to tokens). Captions are padded to the longest in the batch and truncated at
     ``max_tokens`` (special tokens included) with a warning naming the caption and the
     phrases lost; boxes whose phrases all fell past the limit are dropped from the targets.
+    An item may carry ``"negatives"`` (absent phrases appended after the caption by
+    :class:`~ovd.data.negatives.NegativePhraseDataset`): they get no positive-map entry, so their
+    tokens are 0 in every row (the loss pushes their scores down), and losing only them to the
+    limit is expected, so it warns nothing.
 
     Batch:
         "images":         float (B, 3, S, S)
@@ -25,7 +29,9 @@ class GroundingCollator:
         "targets":        list (B) of {"boxes": (N, 4) normalized cxcywh,
                                        "positive_map": (N, T) float binary}
         "meta":           list (B) of {"image_id", "sentence_id", "caption", "orig_size",
-                                       "phrases": [phrase dict + "token_mask": bool (T,)]}
+                                       "phrases": [phrase dict + "token_mask": bool (T,)],
+                                       "negatives": [{"text", "char_start", "char_end",
+                                                      "token_mask": bool (T,)}] (empty: none)}
     """
 
     def __init__(self, tokenizer, max_tokens: int = 64) -> None:
@@ -50,7 +56,9 @@ class GroundingCollator:
             positive_map = build_positive_map(offsets, item["box_spans"], num_tokens)  # (N, T)
             boxes = item["boxes"]
             phrases = [dict(p, token_mask=phrase_token_mask(offsets, p.get("spans", [(p["char_start"], p["char_end"])]))) for p in item["phrases"]]
-            if b in truncated:
+            negatives = [dict(n, token_mask=phrase_token_mask(offsets, [(n["char_start"], n["char_end"])]))
+                         for n in item.get("negatives", ())]
+            if b in truncated and not self._only_negatives_lost(item, offsets):
                 lost = [p["text"] for p in phrases if not p["token_mask"].any()]
                 keep = positive_map.any(dim=1)  # a box with no token left cannot be matched to text
                 self.processor.warn_truncated(item["caption"], names[b], lost_phrases=lost,
@@ -65,6 +73,7 @@ class GroundingCollator:
                     "caption": item["caption"],
                     "orig_size": item["orig_size"],
                     "phrases": phrases,
+                    "negatives": negatives,
                 }
             )
         return {
@@ -74,3 +83,13 @@ class GroundingCollator:
             "targets": targets,
             "meta": meta,
         }
+
+    @staticmethod
+    def _only_negatives_lost(item: dict, offsets: torch.Tensor) -> bool:
+        """True when the kept tokens (offsets (T, 2)) reach past the caption, i.e. truncation cut only
+        appended negatives."""
+        negatives = item.get("negatives")
+        if not negatives:
+            return False
+        caption_end = negatives[0]["char_start"]  # the caption ends before the first separator
+        return int(offsets[:, 1].max()) >= len(item["caption"][:caption_end].rstrip(" ."))

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from .collate import GroundingCollator
 from .dataset import GroundingDataset
+from .negatives import NegativePhraseDataset, sampler_for_records
 from .readers import FORMATS, load_records
 
 
@@ -19,6 +20,9 @@ class GroundingDataModule(lightning.LightningDataModule):
     Any other split of the root (e.g. "novel") is available through ``dataloader_for``.
     ``limit`` keeps the first ``limit`` records of each split (quick runs). The train
     loader shuffles with a generator seeded by ``seed``, so runs are repeatable.
+    ``negative_phrases`` > 0: each train caption gets up to that many absent object names appended
+    (a share ``negative_rate`` of them; see :mod:`ovd.data.negatives`), drawn from the vocabulary of
+    the whole train split, seeded by (seed, epoch, index); val/test/other splits never get any.
     Batches are described in ``GroundingCollator``.
     """
 
@@ -39,17 +43,25 @@ class GroundingDataModule(lightning.LightningDataModule):
         limit: int | None = None,
         seed: int = 0,
         image_dir: str | Path | None = None,
+        negative_phrases: int = 0,
+        negative_rate: float = 1.0,
     ) -> None:
         super().__init__()
         if format not in FORMATS:
             raise ValueError(f"format={format!r}; choose one of {list(FORMATS)}")
         if persistent_workers and num_workers == 0:
             raise ValueError("persistent_workers=True needs num_workers > 0")
+        if not isinstance(negative_phrases, int) or negative_phrases < 0:
+            raise ValueError(f"negative_phrases={negative_phrases!r} must be an int >= 0 (0 = off)")
+        if not 0.0 <= negative_rate <= 1.0:
+            raise ValueError(f"negative_rate={negative_rate!r} must be in [0, 1]")
         self.root, self.format, self.image_dir = Path(root), format, image_dir
         self.image_size, self.batch_size = image_size, batch_size
         self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.limit, self.seed = limit, seed
+        self.negative_phrases, self.negative_rate = negative_phrases, float(negative_rate)
+        self._negative_samplers: dict = {}
         self.collator = GroundingCollator(tokenizer, max_tokens)
         self.datasets: dict[str, GroundingDataset] = {}
 
@@ -57,6 +69,10 @@ class GroundingDataModule(lightning.LightningDataModule):
         """The dataset of a split by its name in the root (built once, then cached)."""
         if split not in self.datasets:
             records = load_records(self.root, self.format, split, image_dir=self.image_dir)
+            if split == self.splits["train"] and self.negative_phrases:
+                # Before ``limit``: an image's captions beyond the limit still mark their objects present.
+                self._negative_samplers[split] = sampler_for_records(
+                    records, self.negative_phrases, self.negative_rate, self.seed)
             if self.limit is not None:
                 records = records[: self.limit]
             self.datasets[split] = GroundingDataset(records, image_size=self.image_size, split=split)
@@ -67,12 +83,19 @@ class GroundingDataModule(lightning.LightningDataModule):
         for role in wanted:
             self.dataset(self.splits[role])
 
-    def dataloader_for(self, split: str, shuffle: bool = False) -> DataLoader:
+    def dataloader_for(self, split: str, shuffle: bool = False, negatives: bool = False) -> DataLoader:
+        """Loader of a split; ``negatives`` appends absent phrases (train split only, when configured)."""
         dataset = self.dataset(split)
+        sampler = EpochSeededSampler(len(dataset), self.seed) if shuffle else None
+        negative_sampler = self._negative_samplers.get(split) if negatives else None
+        if negative_sampler is not None:
+            # The epoch rides along with each index (a persistent worker holds its own dataset copy).
+            dataset = NegativePhraseDataset(dataset, negative_sampler)
+            sampler = EpochTaggedSampler(len(dataset), self.seed) if shuffle else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochSeededSampler(len(dataset), self.seed) if shuffle else None,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
@@ -80,7 +103,7 @@ class GroundingDataModule(lightning.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self.dataloader_for(self.splits["train"], shuffle=True)
+        return self.dataloader_for(self.splits["train"], shuffle=True, negatives=True)
 
     def val_dataloader(self) -> DataLoader:
         return self.dataloader_for(self.splits["val"])
@@ -107,3 +130,13 @@ class EpochSeededSampler(torch.utils.data.Sampler):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         return iter(torch.randperm(self.num_samples, generator=generator).tolist())
 
+
+
+class EpochTaggedSampler(EpochSeededSampler):
+    """The same order as :class:`EpochSeededSampler`, yielding ``(index, epoch)`` pairs, so a dataset in a
+    (persistent) worker process knows the epoch without shared state
+    (:class:`~ovd.data.negatives.NegativePhraseDataset` seeds its draw with it)."""
+
+    def __iter__(self):
+        epoch = self.epoch
+        return ((index, epoch) for index in super().__iter__())

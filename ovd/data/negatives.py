@@ -1,0 +1,130 @@
+"""Negative phrases for training: append object names that are *absent* from the image to a caption, so the
+detector learns "not here" (GLIP / Grounding DINO train with prompts that hold negative category names).
+
+A training caption becomes ``"caption . neg1 . neg2"`` (joined with ``ovd.processor.PHRASE_SEPARATOR``).
+The negatives get no boxes and no positive-map entries, so the focal loss already gives every query a
+target of 0 on their tokens (``ovd.training.losses.class_targets`` fills only matched rows with the
+positive map): no loss change is needed. They come after the caption, so truncation at
+``text.max_tokens`` drops them first, and the caption's char spans stay valid.
+
+Determinism: the draw for sample ``index`` in ``epoch`` uses a generator seeded by (seed, epoch, index),
+independent of worker count and batch order, so a resumed run sees the same prompts. The epoch travels
+with each index: :class:`ovd.data.datamodule.EpochTaggedSampler` yields ``(index, epoch)`` keys, which
+:class:`NegativePhraseDataset` accepts (the draw runs in the loader worker; no extra tokenizer pass).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from ..processor import PHRASE_SEPARATOR
+from .records import GroundingRecord
+from .vocabulary import phrase_key, present_keys, split_vocabulary
+
+__all__ = ["NegativePhraseSampler", "NegativePhraseDataset", "mentioned_keys",
+           "sampler_for_records", "append_negatives"]
+
+
+def mentioned_keys(records: Iterable[GroundingRecord]) -> dict[str, set[str]]:
+    """image_id -> keys of every phrase of every caption of the image, with a box or not.
+
+    A superset of :func:`ovd.data.vocabulary.present_keys`: a phrase a caption names without a box
+    ("the crowd" as a scene) may still be in the picture, so it is never drawn as a negative either."""
+    records = list(records)
+    keys: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        keys[record.image_id].update(phrase_key(p.text) for p in record.phrases)
+    for image_id, present in present_keys(records).items():
+        keys[image_id].update(present)
+    return dict(keys)
+
+
+class NegativePhraseSampler:
+    """Draws absent object names for a caption.
+
+    Args:
+        vocabulary: candidate phrases (display texts, e.g. :func:`split_vocabulary` of the train split).
+        excluded: image_id -> phrase keys never drawn for that image (those present or named in it).
+        max_phrases: at most this many negatives per caption (>= 1); the count is uniform in [1, max].
+        rate: share of captions (in [0, 1]) that get negatives at all.
+        seed: with (epoch, index) seeds each draw.
+    """
+
+    def __init__(self, vocabulary: Sequence[str], excluded: Mapping[str, set[str]], max_phrases: int,
+                 rate: float = 1.0, seed: int = 0) -> None:
+        if not isinstance(max_phrases, int) or max_phrases < 1:
+            raise ValueError(f"max_phrases={max_phrases!r} must be an int >= 1")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate={rate!r} must be in [0, 1]")
+        self.vocabulary = list(vocabulary)
+        self.keys = [phrase_key(v) for v in self.vocabulary]
+        self.excluded = excluded
+        self.max_phrases, self.rate, self.seed = max_phrases, float(rate), int(seed)
+
+    def draw(self, image_id: str, index: int, epoch: int = 0) -> list[str]:
+        """Negatives for sample ``index`` of the split in ``epoch``: 0..max_phrases distinct phrases whose
+        key is not excluded for ``image_id``. Same arguments, same answer."""
+        rng = np.random.default_rng([self.seed, epoch, index])
+        if not self.vocabulary or rng.random() >= self.rate:
+            return []
+        count = int(rng.integers(1, self.max_phrases + 1))
+        excluded = self.excluded.get(image_id, set())
+        chosen = []
+        # A permutation walk: O(vocabulary) per draw, no rejection loop that could spin when most
+        # names are present in the image.
+        for i in rng.permutation(len(self.vocabulary)):
+            if self.keys[i] not in excluded:
+                chosen.append(self.vocabulary[i])
+                if len(chosen) == count:
+                    break
+        return chosen
+
+
+def sampler_for_records(records: Sequence[GroundingRecord], max_phrases: int, rate: float = 1.0,
+                        seed: int = 0) -> NegativePhraseSampler:
+    """A sampler drawing from the vocabulary of ``records`` (the whole training split, so an image's
+    other captions are known even when a ``limit`` keeps only some of them)."""
+    return NegativePhraseSampler(split_vocabulary(records), mentioned_keys(records), max_phrases, rate, seed)
+
+
+def append_negatives(caption: str, negatives: Sequence[str], keep_until: int = 0) -> tuple[str, list[dict]]:
+    """``caption`` + ``" . neg1 . neg2"`` and each negative as {"text", "char_start", "char_end"} (end
+    exclusive) in the new prompt. A trailing " ." of the caption after char ``keep_until`` (the end of its
+    last phrase) is dropped so the prompt does not read "... . . neg1"; every char before stays where it was,
+    so the caption's phrase spans stay valid. No negatives: the caption unchanged."""
+    if not negatives:
+        return caption, []
+    prompt, spans = caption[:keep_until] + caption[keep_until:].rstrip(" .\t\n"), []
+    for text in negatives:
+        prompt += PHRASE_SEPARATOR
+        spans.append({"text": text, "char_start": len(prompt), "char_end": len(prompt) + len(text)})
+        prompt += text
+    return prompt, spans
+
+
+class NegativePhraseDataset(Dataset):
+    """Wraps a :class:`~ovd.data.dataset.GroundingDataset` (the train split): items are the wrapped items
+    with negatives appended to ``"caption"`` and a ``"negatives"`` list of {"text", "char_start",
+    "char_end"} (chars of the new caption). ``"boxes"``, ``"box_spans"`` and ``"phrases"`` are unchanged.
+
+    Keys: an ``(index, epoch)`` pair from :class:`~ovd.data.datamodule.EpochTaggedSampler`, or a plain index (epoch 0).
+    """
+
+    def __init__(self, dataset, sampler: NegativePhraseSampler) -> None:
+        self.dataset, self.sampler = dataset, sampler
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key) -> dict:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        item = self.dataset[index]
+        negatives = self.sampler.draw(item["image_id"], index, epoch)
+        keep_until = max((end for spans in item["box_spans"] for _, end in spans), default=0)
+        item["caption"], item["negatives"] = append_negatives(item["caption"], negatives, keep_until)
+        return item
+
