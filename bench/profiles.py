@@ -171,7 +171,9 @@ PROFILES: dict[str, Profile] = {
         "(about 70 min on 2 CPU cores)",
         static_variants=("baseline-tiny", "optimized-tiny"),
         accuracy_variants=("baseline-tiny", "optimized-tiny"), accuracy_seeds=(0, 1, 2),
-        repeats=0, accuracy_budget_s=600, accuracy_target_map50=0.8, accuracy_eval_every_s=60, timeout_s=1800,
+        # The target is the vocabulary protocol's val mAP50 (absent classes are false positives): 0.7 is the
+        # issue's goal for 10 minutes of training; the grounding mAP50 target it replaces was 0.8.
+        repeats=0, accuracy_budget_s=600, accuracy_target_map50=0.7, accuracy_eval_every_s=60, timeout_s=1800,
         pair=("baseline-tiny", "optimized-tiny"),
     ),
     "full": Profile(

@@ -98,6 +98,9 @@ def cmd_eval(args) -> int:
     from .training.metrics import load_predictions, score_prediction_file, sentence_keys
 
     if args.predictions:
+        if args.protocol != "grounding":
+            raise SystemExit("ovd eval --predictions scores the grounding protocol only; drop --protocol vocabulary "
+                             "or evaluate a --checkpoint")
         if not args.data_root:
             raise SystemExit("ovd eval --predictions needs --data-root (the dataset the predictions are for)")
         from .data.dataset import GroundingDataset
@@ -120,7 +123,13 @@ def cmd_eval(args) -> int:
     if torch.cuda.is_available():
         module = module.cuda()
     dm = build_datamodule(module.config, args.data_root, args.format, limit=args.limit)
-    result = {f"{args.split}/{k}": v for k, v in module.evaluate(dm.dataloader_for(args.split)).items()}
+    if args.protocol == "vocabulary":
+        from .training.vocabulary_eval import evaluate_vocabulary
+
+        metrics = evaluate_vocabulary(module.model, dm.dataset(args.split))
+    else:
+        metrics = module.evaluate(dm.dataloader_for(args.split))
+    result = {f"{args.split}/{k}": v for k, v in metrics.items()}
     print(json.dumps(result, indent=2))
     return 0
 
@@ -232,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(e)
     e.add_argument("--split", default="val")
     e.add_argument("--limit", type=int, default=None)
+    e.add_argument("--protocol", choices=("grounding", "vocabulary"), default="grounding",
+                   help="grounding: phrase mAP and Recall@k of each caption's phrases (default); vocabulary: "
+                   "detection AP with the split's whole class vocabulary as the prompt, absent classes "
+                   "included, plus the absent-phrase false-positive rate and present-phrase recall")
     e.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(

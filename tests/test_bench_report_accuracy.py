@@ -6,10 +6,14 @@ from bench.results import Results, Row
 
 def _results(reached: bool) -> Results:
     curve = [{"seconds": 60.0, "step": 10, "samples": 160, "val/mAP50": 0.4, "val/R@1": 0.5},
-             {"seconds": 120.0, "step": 20, "samples": 320, "val/mAP50": 0.85, "val/R@1": 0.8}]
+             {"seconds": 120.0, "step": 20, "samples": 320, "val/mAP50": 0.85, "val/R@1": 0.8,
+              "val/vocab_mAP50": 0.75}]
     extra = {"budget_s": 120, "target_map50": 0.8, "steps": 20, "train_seconds": 120.0, "curve": curve}
     rows = [Row("opt", "accuracy/val/mAP50", 0.85, "fraction", extra=extra),
             Row("opt", "accuracy/novel/R@1", 0.7, "fraction", extra=extra),
+            Row("opt", "accuracy/val/vocab_mAP50", 0.75, "fraction", extra=extra),
+            Row("opt", "accuracy/val/absent_fp_rate", 0.25, "fraction", extra=extra),
+            Row("opt", "accuracy/val/present_recall", 0.9, "fraction", extra=extra),
             Row("opt", "accuracy/time_to_target_s", 120.0 if reached else None, "s", extra=extra,
                 status="ok" if reached else "not-measured")]
     return Results(rows=rows, variants={"opt": {}, "other": {}})
@@ -20,10 +24,14 @@ def test_final_and_curve_tables():
     (final,) = final_table(res)
     assert final["variant"] == "opt" and final["val mAP50"] == "0.850" and final["novel R@1"] == "0.700"
     assert final["val R@1"] == "-"  # not measured is shown as such, never as a number
-    assert final["time to val mAP50 >= 0.8"] == "120 s"
+    # both protocols side by side, the absent-FP rate next to present recall
+    assert final["val vocab mAP50"] == "0.750" and final["val absent FP"] == "0.250"
+    assert final["val present recall"] == "0.900" and final["novel vocab mAP50"] == "-"
+    assert final["time to val vocab mAP50 >= 0.8"] == "120 s"
     assert [r["training minutes"] for r in curve_table(res)] == [1.0, 2.0]
-    assert curve_table(res)[1]["opt mAP50 / R@1"] == "0.850 / 0.800"
-    assert final_table(_results(reached=False))[0]["time to val mAP50 >= 0.8"] == "not reached"
+    assert curve_table(res)[1]["opt mAP50 / R@1 / vocab mAP50"] == "0.850 / 0.800 / 0.750"
+    assert curve_table(res)[0]["opt mAP50 / R@1 / vocab mAP50"] == "0.400 / 0.500 / nan"  # older point
+    assert final_table(_results(reached=False))[0]["time to val vocab mAP50 >= 0.8"] == "not reached"
 
 
 def test_section_writes_the_curve_plot(tmp_path):

@@ -81,5 +81,5 @@ def test_report_from_results_only(tmp_path):
     assert {r["Row"]: r for r in seed_table(_results(fps_opt=80.0))}["Inference Speed"]["Verdict"] == "partly"
     path = render(res, tmp_path)
     text = path.read_text()
-    assert "| Row |" in text and "fps.png" in text
+    assert "| Row " in text and "fps.png" in text
     assert (tmp_path / "fps.png").exists()

@@ -1,4 +1,7 @@
-"""Accuracy after a time-budgeted training run, and time to a target mAP50 ("Training Time" row).
+"""Accuracy after a time-budgeted training run, and time to a target vocabulary mAP50 ("Training Time" row).
+
+Rows: ``accuracy/<split>/<metric>`` for both protocols (grounding ``mAP50``, ``R@1``, ...; vocabulary
+``vocab_mAP50``, ``absent_fp_rate``, ``present_recall``) on val and novel, and ``accuracy/time_to_target_s``.
 
 Calls the trainer, ``ovd.training.run.train_and_evaluate`` (imported lazily: the suite must still
 run its other measurements where the trainer is missing). Units: mAP/R@1 as fractions in [0, 1];
@@ -15,9 +18,11 @@ from bench.results import Row, measured
 
 @dataclass
 class AccuracyResult:
-    """``final``: {"val/mAP50", "val/mAP", "val/R@1", "novel/mAP50", "novel/R@1", ...} fractions;
+    """``final``: {"val/mAP50", "val/mAP", "val/R@1", "novel/mAP50", "novel/R@1", ...} fractions of the
+    grounding protocol, and of the vocabulary protocol (``ovd.training.vocabulary_eval``):
+    "val/vocab_mAP50", "val/vocab_mAP", "val/absent_fp_rate", "val/present_recall", "novel/..." ;
     ``curve``: the trainer's evaluations over time; ``time_to_target_s``: training seconds until
-    val/mAP50 >= ``target_map50`` (None: not reached within ``budget_s``)."""
+    val/vocab_mAP50 >= ``target_map50`` (None: not reached within ``budget_s``)."""
 
     budget_s: float
     target_map50: float | None
@@ -40,7 +45,7 @@ class AccuracyResult:
         tt_extra = {**extra, "curve": self.curve}
         if self.time_to_target_s is None:
             out.append(measured("accuracy/time_to_target_s", None, "s", tt_extra, status="not-measured",
-                                error=f"target val/mAP50 >= {self.target_map50} not reached in {self.budget_s:.0f} s"))
+                                error=f"target val/vocab_mAP50 >= {self.target_map50} not reached in {self.budget_s:.0f} s"))
         else:
             out.append(measured("accuracy/time_to_target_s", float(self.time_to_target_s), "s", tt_extra))
         return out

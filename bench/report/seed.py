@@ -182,7 +182,7 @@ def time_row(src: Results) -> dict:
     runs = acc.runs(src)
     ra, rb = runs.get(after, []), runs.get(before, [])
     target = next((r.target for r in ra + rb if r.target is not None), None)
-    unit = f"training s to val mAP50 >= {target}{suffix}" if target is not None else f"training s to target{suffix}"
+    unit = f"training s to val vocab mAP50 >= {target}{suffix}" if target is not None else f"training s to target{suffix}"
     if not ra or not rb:
         return _record(c, unit, "not measured" if not rb else "-", "not measured" if not ra else "-", "-", NOT_MEASURED)
     qa = censored_quartiles([r.time_to_target_s for r in ra], [r.budget_s or math.nan for r in ra])

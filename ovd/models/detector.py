@@ -110,6 +110,11 @@ class OpenVocabDetector(nn.Module):
         "labels": list of K phrase strings}. With a phrase list a box's label is the phrase whose
         tokens score highest; with a caption it is the caption words whose tokens pass
         ``text_threshold`` (as in ``post_process_grounded_object_detection``).
+
+        threshold: a query's box is returned when its best token's sigmoid score (the max over the
+        prompt's tokens) exceeds it; "scores" are that max. A phrase absent from the image should get
+        no box in the common case: that is what training with negative (absent) phrases teaches, and
+        ``ovd eval --protocol vocabulary`` measures it (``absent_fp_rate``, at this default 0.3).
         """
         was_training = self.training
         self.eval()
