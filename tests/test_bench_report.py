@@ -181,6 +181,9 @@ def _acc_task(variant, seed_, mAP50_final, ttt, budget=100.0, samples_per_s=10.0
              for t in (25.0, 50.0, 75.0, 100.0)]
     extra = {"budget_s": budget, "target_map50": 0.5, "steps": 10}
     rows = [{"metric": "accuracy/val/mAP50", "value": mAP50_final, "unit": "fraction", "extra": extra},
+            # the vocabulary protocol scores lower: absent classes are prompted too
+            {"metric": "accuracy/val/vocab_mAP50", "value": mAP50_final - 0.2, "unit": "fraction", "extra": extra},
+            {"metric": "accuracy/val/absent_fp_rate", "value": 1.0 - mAP50_final, "unit": "fraction", "extra": extra},
             {"metric": "accuracy/time_to_target_s", "value": ttt, "unit": "s", "extra": {**extra, "curve": curve},
              **({} if ttt is not None else {"status": "not-measured"})}]
     return {"status": "ok", "outcomes": {"accuracy": {"status": "ok", "rows": rows}},
@@ -216,6 +219,9 @@ def test_accuracy_rows_use_seeds_and_equal_samples():
     eq = t["mAP (equal samples)"]
     assert "1,000 training samples" in eq["Unit"] and eq["After"].startswith("0.425")
     assert eq["Change"] == "-2.5 points [-6.2, +1.2]" and eq["Verdict"] == "inconclusive"
+    v = t["mAP (vocabulary)"]
+    assert v["Before"] == "0.25 [0.225, 0.275] n=3" and v["Change"].startswith("+40.0 points [+35.0, +45.0]")
+    assert v["Verdict"] == "holds" and "absent-phrase FP rate 0.55" in v["Also measured"]
     tt = t["Training Time"]
     assert tt["Before"].startswith("> 100 s") and tt["After"].startswith("45 s [42.5, 47.5] n=3")
     assert tt["Verdict"] == "holds" and tt["Change"].startswith("< ")

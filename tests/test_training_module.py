@@ -66,8 +66,11 @@ def test_train_and_evaluate_reports_a_curve(small_root):
     seconds = [p["seconds"] for p in result["curve"]]
     assert 1 <= len(seconds) <= 3 and seconds == sorted(seconds) and seconds[-1] >= 3
     assert result["curve"][-1]["step"] == result["steps"]
-    for key in ("val/mAP50", "val/R@1", "novel/mAP50", "novel/R@1"):
-        assert 0.0 <= result["final"][key] <= 1.0
+    for key in ("val/mAP50", "val/R@1", "novel/mAP50", "novel/R@1", "val/vocab_mAP50", "val/absent_fp_rate",
+                "val/present_recall", "novel/vocab_mAP50"):
+        assert 0.0 <= result["final"][key] <= 1.0, key
+    assert all("val/vocab_mAP50" in p and "val/mAP50" in p for p in result["curve"])  # both protocols per point
+    assert result["target_metric"] == "val/vocab_mAP50"
 
 
 def test_cli_train_eval_predict_end_to_end(small_root, tmp_path, capsys):

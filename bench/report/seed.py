@@ -217,6 +217,7 @@ def map_rows(src: Results) -> list[dict]:
         d, lo, hi = diff_interval(a, b)
         rows.append(_record(c, unit, fmt_value(b), fmt_value(a), _points(lo, hi, d),
                             diff_verdict(lo, hi, MAP_TOLERANCE_POINTS / 100)))
+    rows.append(_vocabulary_row(src, before, after, when, suffix))
     runs = acc.runs(src)
     x = acc.common_reach(runs, [before, after], "samples")
     sa = acc.stats_at(runs.get(after, []), x) if x else None
@@ -231,6 +232,25 @@ def map_rows(src: Results) -> list[dict]:
         rows.append(_record(c, f"val mAP50 at equal samples seen{suffix}", "-", "-", "-",
                             "not measured (no sample counts in the curves)", name="mAP (equal samples)"))
     return rows
+
+
+def _vocabulary_row(src: Results, before: str, after: str, when: str, suffix: str) -> dict:
+    """The same "no loss" claim on the open-vocabulary detection protocol (every class of the split in the
+    prompt; a box for an absent class is a false positive), with the absent-phrase false-positive rate and the
+    novel split listed beside."""
+    c = CLAIMS["map"]
+    unit = f"val vocabulary mAP50 (absent classes prompted){when}{suffix}"
+    a, b = ok_row(src, after, "accuracy/val/vocab_mAP50"), ok_row(src, before, "accuracy/val/vocab_mAP50")
+    beside = "; ".join(x for x in (
+        _listed("absent-phrase FP rate", ok_row(src, after, "accuracy/val/absent_fp_rate"),
+                ok_row(src, before, "accuracy/val/absent_fp_rate")).split(" (")[0],
+        _listed("novel vocab mAP50", ok_row(src, after, "accuracy/novel/vocab_mAP50"),
+                ok_row(src, before, "accuracy/novel/vocab_mAP50")).split(" (")[0]) if x)
+    if a is None or b is None:
+        return _record(c, unit, fmt_value(b), fmt_value(a), "-", NOT_MEASURED, beside, name="mAP (vocabulary)")
+    d, lo, hi = diff_interval(a, b)
+    return _record(c, unit, fmt_value(b), fmt_value(a), _points(lo, hi, d),
+                   diff_verdict(lo, hi, MAP_TOLERANCE_POINTS / 100), beside, name="mAP (vocabulary)")
 
 
 def seed_table(res: Results, accuracy: Results | None = None) -> list[dict]:
