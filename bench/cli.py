@@ -220,8 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="config override for every variant, e.g. text.pretrained=false (recorded in the results)")
     r.add_argument("--no-accuracy", action="store_true", help="skip the training (accuracy) runs")
-    r.add_argument("--extras", help="issue-5 extras to run: a comma list of peers, roofline, scaling, arms; "
-                   "'all' or 'none' (default: the profile's; quick has none)")
+    from .profiles import EXTRAS
+
+    r.add_argument("--extras", help=f"extras to run: a comma list of {', '.join(EXTRAS)}; 'all' or 'none' "
+                   "(default: the profile's; quick has only the roofline, which its efficiency gate needs)")
     r.add_argument("--extras-only", action="store_true",
                    help="run only the extras (no params/FLOPs/memory/speed/accuracy of the variants)")
     r.set_defaults(func=cmd_run)

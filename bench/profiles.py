@@ -58,12 +58,23 @@ class Profile:
     arm_isolated_repeats: int = 1  # processes per isolated arm (torch.compile, ONNX: slow set-up)
     arm_rounds: int = 2  # interleaved rounds per process
     arm_iters: int = 1  # timed calls per arm per round
+    # -- issue 14: data-parallel scaling of `ovd train` (bench.measure.dataparallel) ---------------
+    dataparallel_variant: str = "optimized-tiny"  # the preset `ovd train` trains (tiny on the CPU: cheap)
+    dataparallel_configs: tuple = ()  # ((processes, threads per process), ...); () = the machine's defaults
+    dataparallel_batch: int | None = 8  # per process (the same in every configuration); None: the preset's
+    dataparallel_steps: int = 4  # timed steps per process
+    dataparallel_warmup: int = 1  # untimed steps first
+    dataparallel_repeats: int = 2  # processes per configuration, one per speed round (interleaved)
 
     def __post_init__(self) -> None:
         if self.pair_repeats is not None and self.pair_repeats < 0:
             raise UsageError(f"profile {self.name}: pair_repeats must be >= 0 or None, got {self.pair_repeats}")
         if self.train_loop_steps < 0 or self.train_loop_warmup < 0 or self.train_loop_repeats < 0:
             raise UsageError(f"profile {self.name}: train_loop_steps/warmup/repeats must be >= 0")
+        if self.dataparallel_steps < 1 or self.dataparallel_warmup < 0 or self.dataparallel_repeats < 0 or any(
+                len(c) != 2 or min(c) < 1 for c in self.dataparallel_configs):
+            raise UsageError(f"profile {self.name}: dataparallel_steps must be >= 1, warmup/repeats >= 0, configs "
+                             f"(processes, threads) pairs of ints >= 1; got {self.dataparallel_configs}")
 
     @property
     def pair_rounds(self) -> int:
@@ -79,6 +90,8 @@ class Profile:
         groups = [self.static_variants, self.memory_variants, self.speed_variants, self.accuracy_variants]
         if "scaling" in self.extras or "arms" in self.extras:
             groups.append((self.extras_variant,))
+        if "dataparallel" in self.extras:
+            groups.append((self.dataparallel_variant,))
         if "peers" in self.extras:
             groups.append(self.peers)
         for group in groups:
@@ -94,7 +107,7 @@ def _speed_ladder(root: str, opt: str) -> tuple:
 
 
 #: The issue-5 extras, in the order `--extras all` runs them.
-EXTRAS = ("peers", "roofline", "scaling", "arms")
+EXTRAS = ("peers", "roofline", "scaling", "arms", "dataparallel")
 
 #: Arms sharing one process (interleaved, paired with the fp32 eager reference) and isolated ones.
 _CPU_ARMS = ("inference-mode", "channels-last", "bf16-autocast", "int8-dynamic", "text-cache",
@@ -164,6 +177,9 @@ PROFILES: dict[str, Profile] = {
         scaling_batch=1,
         scaling_repeats=1, scaling_warmup=1, scaling_iters=2, arms=tuple(a for a in _CPU_ARMS if a != "compile"),
         arm_batch=8, arm_repeats=2, arm_isolated_repeats=1, arm_rounds=2, arm_iters=1,
+        # ovd train, optimized-tiny, batch 8 per process, 1 + 4 steps: 3 configurations x 2 repeats
+        dataparallel_variant="optimized-tiny", dataparallel_batch=8, dataparallel_steps=4, dataparallel_warmup=1,
+        dataparallel_repeats=2,
     ),
     "accuracy": Profile(
         "accuracy", "CPU: the accuracy bar of the tiny pair: 10 minutes of training each, 3 seeds each "
@@ -190,6 +206,9 @@ PROFILES: dict[str, Profile] = {
         extras=EXTRAS, peer_repeats=5, roofline_repeats=5, scaling_axes=_FULL_SCALING, scaling_batch=8,
         scaling_repeats=3, scaling_warmup=3, scaling_iters=10, arms=_ALL_ARMS, arm_batch=8, arm_repeats=5,
         arm_isolated_repeats=3, arm_rounds=3, arm_iters=5,
+        # 1..N GPUs, the preset's batch per GPU
+        dataparallel_variant="optimized", dataparallel_batch=None, dataparallel_steps=20, dataparallel_warmup=3,
+        dataparallel_repeats=3,
     ),
 }
 

@@ -75,9 +75,11 @@ def plan(profile: Profile) -> list[Task]:
     arm = {"batch_size": p.arm_batch, "warmup": 1, "rounds": p.arm_rounds, "iters": p.arm_iters}
     pair = [v for v in p.pair if v in p.speed_variants]
     loops = p.train_loop_repeats if p.train_loop_steps > 0 else 0
+    dp_configs = _dataparallel_configs(p) if "dataparallel" in extras else ()
     rounds = max([p.repeats, p.pair_rounds if pair else 0, loops if pair else 0]
                  + [n for x, n in (("peers", p.peer_repeats), ("roofline", p.roofline_repeats),
-                                   ("arms", p.arm_repeats if light_arms else 0)) if x in extras])
+                                   ("arms", p.arm_repeats if light_arms else 0),
+                                   ("dataparallel", p.dataparallel_repeats if dp_configs else 0)) if x in extras])
     # One round visits every variant, peer, the roofline and the shared arms process once: a drifting
     # machine hits all of them alike.
     for r in range(rounds):
@@ -101,6 +103,13 @@ def plan(profile: Profile) -> list[Task]:
             # the machine's own measurement: no model, so no variant (rows are labelled "machine")
             tasks.append(Task(f"roofline:{r}", None, ["roofline"],
                               {"roofline": {"sizes": list(p.roofline_sizes) or None}}, r, label=MACHINE))
+        if dp_configs and r < p.dataparallel_repeats:
+            # every configuration once per round (p1t1 p1t2 p2t1, p1t1 p1t2 p2t1, ...): drift hits all alike
+            for procs, threads in dp_configs:
+                dp = {"processes": procs, "threads_per_process": threads, "batch_size": p.dataparallel_batch,
+                      "steps": p.dataparallel_steps, "warmup_steps": p.dataparallel_warmup}
+                tasks.append(Task(f"dataparallel:{_dp_key(procs, threads)}:{r}", p.dataparallel_variant,
+                                  ["dataparallel"], {"dataparallel": dp}, r))
         if light_arms and r < p.arm_repeats:
             tasks.append(Task(f"arms:shared:{r}", p.extras_variant, ["arms"], {"arms": {**arm, "arms": list(light_arms)}},
                               r))
@@ -121,6 +130,19 @@ def plan(profile: Profile) -> list[Task]:
                    "eval_every_s": min(p.accuracy_eval_every_s, p.accuracy_budget_s / 2), "seed": int(seed)}
             tasks.append(Task(f"accuracy:{v}:{seed}", v, ["accuracy"], {"accuracy": acc}, i))
     return tasks
+
+
+def _dataparallel_configs(p: Profile) -> tuple:
+    """The profile's (processes, threads) configurations, else the machine's (CPU: 1x1, 1x2, 2x1; N GPUs: 1..N)."""
+    from .measure.dataparallel import default_configs
+
+    return tuple(tuple(c) for c in p.dataparallel_configs) or default_configs()
+
+
+def _dp_key(processes: int, threads: int) -> str:
+    from .measure.dataparallel import config_key
+
+    return config_key(processes, threads)
 
 
 def _split_arms(names) -> tuple[tuple, tuple]:
@@ -179,7 +201,7 @@ def rebuild_rows(results: Results) -> None:
         kind = tid.split(":")[0]
         for m, o in out.get("outcomes", {}).items():
             label = "memory_train_preset" if kind == "memory_train_preset" else m
-            if kind in ("scaling", "arms"):
+            if kind in ("scaling", "arms", "dataparallel"):
                 # one group per point / arms process kind, so a failed point is its own error row
                 label = tid.rsplit(":", 1)[0] if t.get("repeat") is not None else tid
             groups.setdefault((t["variant"], label, m), []).append(o)

@@ -41,6 +41,7 @@ def cmd_train(args) -> int:
     from .training.module import DetectorModule
     from .training.run import (
         InterruptCheckpoint,
+        StepClock,
         build_datamodule,
         limit_threads,
         standard_callbacks,
@@ -49,6 +50,8 @@ def cmd_train(args) -> int:
 
     if args.num_nodes < 1:
         raise ValueError(f"--num-nodes {args.num_nodes}: must be a positive integer")
+    if args.throughput_warmup_steps < 0:
+        raise ValueError(f"--throughput-warmup-steps {args.throughput_warmup_steps}: must be an integer >= 0")
     limit_threads()
     overrides = _overrides(args.set)
     if args.precision:
@@ -63,6 +66,8 @@ def cmd_train(args) -> int:
     module = DetectorModule(config, total_steps=args.max_steps if args.max_steps and args.max_steps > 0 else None)
     callbacks = standard_callbacks(out / "checkpoints", patience=args.early_stopping)
     callbacks.append(InterruptCheckpoint(out / "checkpoints" / "interrupted.ckpt"))
+    clock = StepClock(args.throughput_warmup_steps)  # summary.json's train_throughput (ovd-bench reads it)
+    callbacks.append(clock)
     from lightning.pytorch.loggers import TensorBoardLogger
 
     trainer = L.Trainer(
@@ -86,7 +91,8 @@ def cmd_train(args) -> int:
     if trainer.is_global_zero:
         record = {"checkpoint": best, "last": callbacks[0].last_model_path, "metrics": summary,
                   "global_step": trainer.global_step, "world_size": trainer.world_size,
-                  "num_nodes": trainer.num_nodes, "train_batches_per_epoch": _finite_or_none(trainer.num_training_batches)}
+                  "num_nodes": trainer.num_nodes, "train_batches_per_epoch": _finite_or_none(trainer.num_training_batches),
+                  "train_throughput": clock.throughput(trainer.world_size, torch.get_num_threads())}
         (out / "summary.json").write_text(json.dumps(record, indent=2))
         print(json.dumps(record, indent=2))
     return 0
@@ -233,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE")
     t.add_argument("--resume", default=None, help="checkpoint to resume from (continues the same run)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. fusion.attention=mha")
+    t.add_argument("--throughput-warmup-steps", type=int, default=1, metavar="N",
+                   help="untimed first steps of summary.json's train_throughput (samples/s of all processes)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="mAP and Recall@k of a checkpoint, or score a predictions file")

@@ -180,6 +180,12 @@ class TrainConfig:
     negative_phrases: int = 0
     # Share of training captions, in [0, 1], that get negatives (the rest look like eval prompts).
     negative_rate: float = 0.5
+    # Share of training samples, in [0, 1], whose caption is replaced by a detection-style class list: the
+    # image's object names plus up to ``class_list_negatives`` absent names, shuffled ("red circle . blue star .
+    # ..."), as GLIP / Grounding DINO turn detection data into grounding data; it is the prompt shape of the
+    # vocabulary protocol (``ovd eval --protocol vocabulary``). 0 = off (the default, as for old configs).
+    class_list_rate: float = 0.0
+    class_list_negatives: int = 12
 
     def __post_init__(self) -> None:
         _check_choice("train", "precision", self.precision, PRECISION_CHOICES)
@@ -198,6 +204,12 @@ class TrainConfig:
         if isinstance(self.negative_rate, bool) or not isinstance(self.negative_rate, (int, float)) \
                 or not 0.0 <= self.negative_rate <= 1.0:
             raise ValueError(f"train.negative_rate={self.negative_rate!r} must be a number in [0, 1]")
+        if isinstance(self.class_list_rate, bool) or not isinstance(self.class_list_rate, (int, float)) \
+                or not 0.0 <= self.class_list_rate <= 1.0:
+            raise ValueError(f"train.class_list_rate={self.class_list_rate!r} must be a number in [0, 1]")
+        if isinstance(self.class_list_negatives, bool) or not isinstance(self.class_list_negatives, int) \
+                or self.class_list_negatives < 0:
+            raise ValueError(f"train.class_list_negatives={self.class_list_negatives!r} must be an int >= 0")
 
 
 @dataclass
@@ -305,8 +317,9 @@ def _from_dict(cls: type, data: Mapping[str, Any], where: str) -> Any:
 _TINY_SWIN_SMALLER = dict(embed_dim=48, depths=(2, 2, 2), num_heads=(3, 6, 12), window_size=6)
 _TINY_SWIN_LARGER = dict(embed_dim=64, depths=(2, 2, 4), num_heads=(2, 4, 8), window_size=6)
 
-# Negative phrases, the same recipe in every preset (issue 13): up to 3 absent names on half the captions.
-_NEGATIVES = {"negative_phrases": 3, "negative_rate": 0.5}
+# Negative phrases, the same recipe in every preset (issue 13): up to 3 absent names on half the captions, and
+# half the samples as detection-style class lists with up to 6 absent names (the vocabulary protocol's prompts).
+_NEGATIVES = {"negative_phrases": 3, "negative_rate": 0.5, "class_list_rate": 0.5, "class_list_negatives": 6}
 
 PRESETS: dict[str, dict] = {
     "baseline": {

@@ -280,7 +280,7 @@ def test_peer_targets_at_every_batch():
 # -- 4. layering and tables ------------------------------------------------------------------------
 
 LAYER = {"format": 0, "judge": 1, "accuracy_data": 1, "provenance": 1, "plots": 2, "seed": 3, "tables": 3,
-         "accuracy": 3, "peers": 3, "roofline": 3, "scaling": 3, "arms": 3, "__init__": 4}
+         "accuracy": 3, "peers": 3, "roofline": 3, "scaling": 3, "arms": 3, "dataparallel": 3, "__init__": 4}
 
 
 def test_report_modules_import_downward_only():

@@ -235,3 +235,34 @@ def test_build_datamodule_passes_the_config(synth):
     sampler = dm._negative_samplers["train"]
     assert (sampler.max_phrases, sampler.rate) == (2, 0.25)
     assert len(sampler.excluded) == 16  # the whole split's images, not only the 4 kept by ``limit``
+
+
+def test_class_list_prompts_keep_every_box_on_its_name_and_never_name_a_present_object_as_negative(tmp_path):
+    """Detection-style prompts (train.class_list_rate): the caption becomes a shuffled list of the image's object
+    names and absent ones; each box's span covers its own name; negatives are absent from the image."""
+    import numpy as np
+
+    from ovd.data.dataset import GroundingDataset
+    from ovd.data.negatives import NegativePhraseDataset, sampler_for_records
+    from ovd.data.readers import load_records
+    from ovd.data.synthetic import write_synthetic_dataset
+    from ovd.data.vocabulary import phrase_key, present_keys
+
+    root = write_synthetic_dataset(tmp_path / "s", seed=3, num_train=12, num_val=2, num_test=2, num_novel=2)
+    records = load_records(root, "flickr30k", "train")
+    present = present_keys(records)
+    data = NegativePhraseDataset(GroundingDataset(records, image_size=32),
+                                 sampler_for_records(records, 1, 0.0, seed=0), class_list_rate=1.0,
+                                 class_list_negatives=12)
+    for index in range(len(data)):
+        base, item = data.dataset[index], data[(index, 1)]
+        caption = item["caption"]
+        assert caption.count(" . ") >= len(item["negatives"]) and len(item["negatives"]) >= 1
+        assert len(item["box_spans"]) == len(base["box_spans"]) and np.allclose(item["boxes"], base["boxes"])
+        for spans, old in zip(item["box_spans"], base["box_spans"]):
+            (s, e), = spans
+            assert phrase_key(caption[s:e]) == phrase_key(base["caption"][old[0][0]:old[0][1]])
+        for neg in item["negatives"]:
+            assert phrase_key(neg["text"]) not in present[item["image_id"]]
+            assert caption[neg["char_start"]:neg["char_end"]] == neg["text"]
+    assert data[(0, 1)]["caption"] == data[(0, 1)]["caption"] and data[(0, 1)]["caption"] != data[(0, 2)]["caption"]

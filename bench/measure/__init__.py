@@ -27,6 +27,8 @@ MEASUREMENTS = {
     "roofline": ("bench.measure.roofline", "measure"),
     "scaling": ("bench.measure.scaling", "measure"),
     "arms": ("bench.measure.arms", "measure"),
+    # issue 14: data-parallel scaling of `ovd train`
+    "dataparallel": ("bench.measure.dataparallel", "measure"),
 }
 
 

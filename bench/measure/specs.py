@@ -209,6 +209,33 @@ class TrainLoopSpec(ModelSpec):
         _positive_int(o, "warmup_steps", self.warmup_steps, minimum=0)
 
 
+@dataclass(frozen=True, kw_only=True)
+class DataParallelSpec(ModelSpec):
+    """One configuration of the data-parallel scaling measurement (``bench.measure.dataparallel``): ``ovd train``
+    with ``processes`` DDP processes (devices) of ``threads_per_process`` torch threads each."""
+
+    processes: int = 1  # DDP processes = devices (1: strategy auto, one process)
+    threads_per_process: int = 1  # OMP_NUM_THREADS / torch threads of every process
+    batch_size: int | None = None  # per process (DDP's batch is per device); None: the preset's train.batch_size
+    steps: int = 4  # timed training steps
+    warmup_steps: int = 1  # untimed steps first (process-group set-up, first-call allocations)
+    data_root: str | None = None  # None: the built-in synthetic set
+    timeout_s: float = 480.0  # the `ovd train` subprocess (below the runner's per-task timeout)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        o = self._owner()
+        if not self.is_preset:
+            raise SpecError(f"{o}: data-parallel scaling runs `ovd train`, which needs a preset source, got "
+                            f"{self.source.describe()}")
+        _positive_int(o, "processes", self.processes)
+        _positive_int(o, "threads_per_process", self.threads_per_process)
+        _positive_int(o, "batch_size", self.batch_size, allow_none=True)
+        _positive_int(o, "steps", self.steps)
+        _positive_int(o, "warmup_steps", self.warmup_steps, minimum=0)
+        _positive_float(o, "timeout_s", self.timeout_s)
+
+
 PEER_PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 

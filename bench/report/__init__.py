@@ -6,7 +6,7 @@ Layers, each importing only the ones below it:
    ``accuracy_data`` (training runs per seed, curves), ``provenance`` (commit, source hash);
 2. ``plots`` (PNGs from results or prepared data);
 3. one module per section: ``seed`` (the seed table), ``tables`` (parameters, ablation, breakdown,
-   latency, failures, machine), ``accuracy``, ``peers``, ``roofline``, ``scaling``, ``arms``;
+   latency, failures, machine), ``accuracy``, ``peers``, ``roofline``, ``scaling``, ``arms``, ``dataparallel``;
 4. :func:`render` (this module), which nothing in the package imports.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..results import Results
-from . import arms, peers, plots, provenance, roofline, scaling, seed, tables
+from . import arms, dataparallel, peers, plots, provenance, roofline, scaling, seed, tables
 from .accuracy import accuracy_section
 from .format import infer_batch, md
 from .judge import ratio_interval, verdict
@@ -104,6 +104,7 @@ def render(res: Results, out_dir: str | Path, accuracy: Results | None = None) -
     else:
         parts += accuracy_section(res, out_dir)
     parts += peers.section(res) + roofline.section(res) + scaling.section(res, out_dir) + arms.section(res)
+    parts += dataparallel.section(res)
     parts += _footer(res, pngs)
     path = out_dir / "REPORT.md"
     path.write_text("".join(parts))

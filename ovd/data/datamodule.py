@@ -45,6 +45,8 @@ class GroundingDataModule(lightning.LightningDataModule):
         image_dir: str | Path | None = None,
         negative_phrases: int = 0,
         negative_rate: float = 1.0,
+        class_list_rate: float = 0.0,
+        class_list_negatives: int = 0,
     ) -> None:
         super().__init__()
         if format not in FORMATS:
@@ -61,6 +63,7 @@ class GroundingDataModule(lightning.LightningDataModule):
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.limit, self.seed = limit, seed
         self.negative_phrases, self.negative_rate = negative_phrases, float(negative_rate)
+        self.class_list_rate, self.class_list_negatives = float(class_list_rate), int(class_list_negatives)
         self._negative_samplers: dict = {}
         self.collator = GroundingCollator(tokenizer, max_tokens)
         self.datasets: dict[str, GroundingDataset] = {}
@@ -69,10 +72,11 @@ class GroundingDataModule(lightning.LightningDataModule):
         """The dataset of a split by its name in the root (built once, then cached)."""
         if split not in self.datasets:
             records = load_records(self.root, self.format, split, image_dir=self.image_dir)
-            if split == self.splits["train"] and self.negative_phrases:
+            if split == self.splits["train"] and (self.negative_phrases or self.class_list_rate):
                 # Before ``limit``: an image's captions beyond the limit still mark their objects present.
                 self._negative_samplers[split] = sampler_for_records(
-                    records, self.negative_phrases, self.negative_rate, self.seed)
+                    records, max(self.negative_phrases, 1), self.negative_rate if self.negative_phrases else 0.0,
+                    self.seed)
             if self.limit is not None:
                 records = records[: self.limit]
             self.datasets[split] = GroundingDataset(records, image_size=self.image_size, split=split)
@@ -90,7 +94,8 @@ class GroundingDataModule(lightning.LightningDataModule):
         negative_sampler = self._negative_samplers.get(split) if negatives else None
         if negative_sampler is not None:
             # The epoch rides along with each index (a persistent worker holds its own dataset copy).
-            dataset = NegativePhraseDataset(dataset, negative_sampler)
+            dataset = NegativePhraseDataset(dataset, negative_sampler, self.class_list_rate,
+                                            self.class_list_negatives)
             sampler = EpochTaggedSampler(len(dataset), self.seed) if shuffle else None
         return DataLoader(
             dataset,

@@ -26,7 +26,7 @@ from .records import GroundingRecord
 from .vocabulary import phrase_key, present_keys, split_vocabulary
 
 __all__ = ["NegativePhraseSampler", "NegativePhraseDataset", "mentioned_keys",
-           "sampler_for_records", "append_negatives"]
+           "sampler_for_records", "append_negatives", "as_class_list"]
 
 
 def mentioned_keys(records: Iterable[GroundingRecord]) -> dict[str, set[str]]:
@@ -65,13 +65,19 @@ class NegativePhraseSampler:
         self.excluded = excluded
         self.max_phrases, self.rate, self.seed = max_phrases, float(rate), int(seed)
 
-    def draw(self, image_id: str, index: int, epoch: int = 0) -> list[str]:
+    def draw(self, image_id: str, index: int, epoch: int = 0, max_phrases: int | None = None,
+             stream: int = 0) -> list[str]:
         """Negatives for sample ``index`` of the split in ``epoch``: 0..max_phrases distinct phrases whose
-        key is not excluded for ``image_id``. Same arguments, same answer."""
-        rng = np.random.default_rng([self.seed, epoch, index])
-        if not self.vocabulary or rng.random() >= self.rate:
+        key is not excluded for ``image_id``. Same arguments, same answer. ``max_phrases`` overrides the
+        sampler's and skips the ``rate`` draw (class lists always get negatives); ``stream`` picks an
+        independent random stream for the same sample."""
+        rng = np.random.default_rng([self.seed, epoch, index, stream])
+        if max_phrases is None and (not self.vocabulary or rng.random() >= self.rate):
             return []
-        count = int(rng.integers(1, self.max_phrases + 1))
+        limit = self.max_phrases if max_phrases is None else max_phrases
+        if not self.vocabulary or limit < 1:
+            return []
+        count = int(rng.integers(1, limit + 1))
         excluded = self.excluded.get(image_id, set())
         chosen = []
         # A permutation walk: O(vocabulary) per draw, no rejection loop that could spin when most
@@ -106,6 +112,35 @@ def append_negatives(caption: str, negatives: Sequence[str], keep_until: int = 0
     return prompt, spans
 
 
+def as_class_list(item: dict, negatives: Sequence[str], display: Mapping[str, str], rng) -> dict:
+    """A dataset item with its caption replaced by a detection-style class list: the names of its boxed
+    objects (one per phrase key, display text from ``display``) and ``negatives``, shuffled by ``rng`` and
+    joined with " . ". Every box keeps its targets: its spans point at its name in the new prompt; phrase
+    dicts are re-pointed the same way. Returns a new item."""
+    from ..processor import join_phrases
+
+    caption = item["caption"]
+    box_keys = [phrase_key(caption[spans[0][0]:spans[0][1]]) for spans in item["box_spans"]]
+    names = list(dict.fromkeys(display.get(k, k) for k in box_keys))
+    entries = names + [n for n in negatives if n not in names]
+    order = [entries[i] for i in rng.permutation(len(entries))]
+    prompt, spans = join_phrases(order)
+    where = dict(zip(order, spans))
+    new = dict(item)
+    new["caption"] = prompt
+    new["box_spans"] = [[where[display.get(k, k)]] for k in box_keys]
+    phrases = []
+    for p in item["phrases"]:
+        name = display.get(phrase_key(p["text"]), phrase_key(p["text"]))
+        if name in where:
+            s, e = where[name]
+            phrases.append(dict(p, text=name, char_start=s, char_end=e, spans=[(s, e)]))
+    new["phrases"] = phrases
+    new["negatives"] = [{"text": n, "char_start": where[n][0], "char_end": where[n][1]}
+                        for n in order if n not in names]
+    return new
+
+
 class NegativePhraseDataset(Dataset):
     """Wraps a :class:`~ovd.data.dataset.GroundingDataset` (the train split): items are the wrapped items
     with negatives appended to ``"caption"`` and a ``"negatives"`` list of {"text", "char_start",
@@ -114,8 +149,13 @@ class NegativePhraseDataset(Dataset):
     Keys: an ``(index, epoch)`` pair from :class:`~ovd.data.datamodule.EpochTaggedSampler`, or a plain index (epoch 0).
     """
 
-    def __init__(self, dataset, sampler: NegativePhraseSampler) -> None:
+    def __init__(self, dataset, sampler: NegativePhraseSampler, class_list_rate: float = 0.0,
+                 class_list_negatives: int = 0) -> None:
+        if not 0.0 <= class_list_rate <= 1.0:
+            raise ValueError(f"class_list_rate={class_list_rate!r} must be in [0, 1]")
         self.dataset, self.sampler = dataset, sampler
+        self.class_list_rate, self.class_list_negatives = float(class_list_rate), int(class_list_negatives)
+        self.display = dict(zip(sampler.keys, sampler.vocabulary))  # key -> the name the vocabulary prompts use
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -123,6 +163,11 @@ class NegativePhraseDataset(Dataset):
     def __getitem__(self, key) -> dict:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         item = self.dataset[index]
+        if self.class_list_rate:
+            rng = np.random.default_rng([self.sampler.seed, epoch, index, 1])
+            if rng.random() < self.class_list_rate:
+                negatives = self.sampler.draw(item["image_id"], index, epoch, self.class_list_negatives, stream=2)
+                return as_class_list(item, negatives, self.display, rng)
         negatives = self.sampler.draw(item["image_id"], index, epoch)
         keep_until = max((end for spans in item["box_spans"] for _, end in spans), default=0)
         item["caption"], item["negatives"] = append_negatives(item["caption"], negatives, keep_until)

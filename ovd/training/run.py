@@ -65,7 +65,8 @@ def build_datamodule(config: DetectorConfig, data_root: str | Path | None, data_
         batch_size=batch_size or cfg.batch_size, num_workers=workers,
         pin_memory=cfg.pin_memory and torch.cuda.is_available(),
         persistent_workers=cfg.persistent_workers and workers > 0, limit=limit, seed=cfg.seed,
-        negative_phrases=cfg.negative_phrases, negative_rate=cfg.negative_rate)
+        negative_phrases=cfg.negative_phrases, negative_rate=cfg.negative_rate,
+        class_list_rate=cfg.class_list_rate, class_list_negatives=cfg.class_list_negatives)
 
 
 #: Images of the val split the curve's vocabulary evaluation uses (the first ones, a fixed subset): one
@@ -184,19 +185,33 @@ def train_and_evaluate(config: DetectorConfig, data_root: str | None = None, max
 
 
 class StepClock(Callback):
-    """Wall time of training steps ``warmup_steps + 1 .. warmup_steps + steps``, from the end of the last
-    untimed step to the end of the last timed one: the loader's time between steps included."""
+    """Wall time of training steps ``warmup_steps + 1 .. warmup_steps + steps`` (``steps`` None: every step
+    after the warm-up until training ends), from the end of the last untimed step to the end of the last timed
+    one: the loader's time between steps included, validation excluded (the clock pauses while it runs).
 
-    def __init__(self, warmup_steps: int, steps: int) -> None:
+    ``samples`` counts this process's images; under DDP every rank's batch has the same size (the
+    DistributedSampler pads the shards), so :meth:`throughput` reports per-rank samples x world size."""
+
+    def __init__(self, warmup_steps: int, steps: int | None = None) -> None:
         self.warmup_steps, self.steps = warmup_steps, steps
         self.start: float | None = None
         self.seconds: float | None = None
         self.samples = 0
+        self.timed_steps = 0
         self._seen = 0
+        self._paused_at: float | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.warmup_steps == 0:
             self.start = time.perf_counter()
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._paused_at = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self.start is not None and self._paused_at is not None:
+            self.start += time.perf_counter() - self._paused_at  # validation is not training time
+        self._paused_at = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if torch.cuda.is_available():
@@ -204,10 +219,20 @@ class StepClock(Callback):
         self._seen += 1
         if self._seen == self.warmup_steps:
             self.start = time.perf_counter()
-        elif self._seen > self.warmup_steps:
+        elif self._seen > self.warmup_steps and (self.steps is None or self.timed_steps < self.steps):
             self.samples += batch["images"].shape[0]
-            if self._seen == self.warmup_steps + self.steps:
-                self.seconds = time.perf_counter() - self.start
+            self.timed_steps += 1
+            self.seconds = time.perf_counter() - self.start
+
+    def throughput(self, world_size: int = 1, threads_per_process: int | None = None) -> dict | None:
+        """{"timed_steps", "seconds", "samples" (all processes), "samples_per_s", "world_size",
+        "threads_per_process", "warmup_steps"}; None when no step after the warm-up ran."""
+        if not self.timed_steps or not self.seconds:
+            return None
+        samples = self.samples * world_size
+        return {"timed_steps": self.timed_steps, "seconds": self.seconds, "samples": samples,
+                "samples_per_s": samples / self.seconds, "world_size": world_size,
+                "threads_per_process": threads_per_process, "warmup_steps": self.warmup_steps}
 
 
 def time_training_loop(config: DetectorConfig, steps: int, warmup_steps: int = 1, data_root: str | None = None,
@@ -231,7 +256,7 @@ def time_training_loop(config: DetectorConfig, steps: int, warmup_steps: int = 1
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                         default_root_dir=os.getcwd(), **trainer_kwargs())
     trainer.fit(module, train_dataloaders=dm.train_dataloader())
-    if clock.seconds is None:
+    if clock.timed_steps < steps:
         raise RuntimeError(f"the training loop stopped after {clock._seen} of {warmup_steps + steps} steps "
                            "(too few training samples for that many steps?)")
     return {"seconds": clock.seconds, "samples": clock.samples, "steps": steps,
