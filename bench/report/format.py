@@ -54,24 +54,20 @@ def fmt_ratio(x: float | None, refs: Iterable[float | None] = (1.0,), digits: in
     return s
 
 
-def fmt_value(row: Row | None, scale: float = 1.0) -> str:
-    """Median with its spread: '4.55 [4.28, 4.70] n=3' when repeats exist, else the value."""
+def fmt_value(row: Row | None, scale: float = 1.0, missing: str = "not measured", with_n: bool = True) -> str:
+    """Median with its spread: '4.55 [4.28, 4.70] n=3' when repeats exist, else the value; ``missing`` when
+    there is no row."""
     if row is None:
-        return "not measured"
+        return missing
     s = fmt(row.value * scale)
     if row.stats and row.stats.n > 1:
-        s += f" [{fmt(row.stats.q1 * scale)}, {fmt(row.stats.q3 * scale)}] n={row.stats.n}"
+        s += f" [{fmt(row.stats.q1 * scale)}, {fmt(row.stats.q3 * scale)}]" + (f" n={row.stats.n}" if with_n else "")
     return s
 
 
 def fmt_iqr(row: Row | None, scale: float = 1.0) -> str:
     """Median [q1, q3] (no n), '-' when missing: for dense tables."""
-    if row is None:
-        return "-"
-    s = fmt(row.value * scale)
-    if row.stats and row.stats.n > 1:
-        s += f" [{fmt(row.stats.q1 * scale)}, {fmt(row.stats.q3 * scale)}]"
-    return s
+    return fmt_value(row, scale, missing="-", with_n=False)
 
 
 def md(rows: list[dict], columns: list[str] | None = None) -> str:
