@@ -74,6 +74,29 @@ def _overrides(items: list[str]) -> dict:
         raise UsageError(f"--set: {err}") from None
 
 
+#: Path-valued flags whose machine-specific values are not recorded in results and reports.
+_PATH_FLAGS = {"--out": "OUT", "--resume": "DIR", "--accuracy": "ACCURACY"}
+
+
+def recorded_command(argv: list[str]) -> str:
+    """The command as the results record it: a path flag's value stays when it is relative (a folder in the
+    clone, e.g. reports/cpu-2core) and becomes a placeholder (OUT, DIR, ACCURACY) when it is absolute, so no
+    machine's paths land in a committed report."""
+    out, pending = [], None
+    for arg in argv:
+        if pending is not None:
+            out.append(_PATH_FLAGS[pending] if os.path.isabs(arg) else arg)
+            pending = None
+            continue
+        flag, eq, value = arg.partition("=")
+        if flag in _PATH_FLAGS and eq:
+            out.append(f"{flag}={_PATH_FLAGS[flag] if os.path.isabs(value) else value}")
+        else:
+            out.append(arg)
+            pending = arg if arg in _PATH_FLAGS else None
+    return "ovd-bench " + " ".join(shlex.quote(a) for a in out)
+
+
 def _accuracy_results(path: str | None):
     """``--accuracy PATH``: the accuracy profile's results.json (or its folder), for the Training Time and mAP
     rows of the seed table; None when not given."""
@@ -133,7 +156,7 @@ def cmd_run(args) -> int:
     out = writable_dir(args.out) if args.out else new_run_dir(kind)
     args.out = str(out)  # the Ctrl-C message in main() names it
     log(f"run folder: {out}")
-    command = "ovd-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = recorded_command(sys.argv[1:])
     env = capture(command, threads)
     env["machine_kind"] = kind
     if args.set:

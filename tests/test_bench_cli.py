@@ -204,3 +204,12 @@ def test_bad_accuracy_results_fail_before_a_run_folder_is_made(in_tmp, capsys, f
     (in_tmp / "r.json").write_text("{}")
     assert main(["report", "r.json", "--accuracy", "nowhere"]) == 2
     one_line_error(capsys, "report")
+
+
+def test_recorded_command_keeps_relative_paths_and_hides_absolute_ones():
+    from bench.cli import recorded_command
+
+    assert recorded_command(["run", "--out", "/tmp/x", "--accuracy=/home/me/a.json", "--resume", "runs/r1"]) == (
+        "ovd-bench run --out OUT --accuracy=ACCURACY --resume runs/r1")
+    assert recorded_command(["run", "--out", "reports/cpu-2core", "--profile", "quick"]) == (
+        "ovd-bench run --out reports/cpu-2core --profile quick")
