@@ -60,3 +60,42 @@ def test_factory_without_loss_or_predict_says_not_measured(bare_factory):
     acc = _rows(accuracy.measure({"source": bare_factory}))["accuracy/val/mAP50"]
     assert acc.status == "not-measured" and "predict" in acc.error
     assert _rows(params.measure({"source": bare_factory}))["params/total"].value == 8 * 16 + 16
+
+
+def test_factory_predict_is_scored_on_the_data_by_recall(tmp_path, monkeypatch):
+    """A factory's predict() is scored as it is: an oracle that returns each phrase's true boxes gets R@1 = 1,
+    one that returns nothing gets 0; neither is trained, so time to target says why it is not measured."""
+    import hashlib
+
+    from ovd.data.dataset import GroundingDataset
+    from ovd.data.readers import load_records
+    from ovd.data.synthetic import write_synthetic_dataset
+
+    root = write_synthetic_dataset(tmp_path / "s", seed=4, num_train=2, num_val=6, num_test=1, num_novel=1)
+    dataset = GroundingDataset(load_records(root, "flickr30k", "val"), split="val")
+    truth = {}
+    for s in dataset.samples:
+        digest = hashlib.md5(dataset.load_image(s).tobytes()).hexdigest()
+        for p in s.phrases:
+            truth[(digest, p["text"])] = p["gt_boxes_xyxy"]
+
+    def oracle(images, prompts):
+        out = []
+        for img, phrases in zip(images, prompts):
+            digest = hashlib.md5(img.tobytes()).hexdigest()
+            boxes = [truth[(digest, p)][0] for p in phrases]
+            out.append({"boxes": torch.stack(boxes), "scores": torch.ones(len(boxes)), "labels": list(phrases)})
+        return out
+
+    def blind(images, prompts):
+        return [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": []} for _ in images]
+
+    for name, predict, expected in (("oracle", oracle, 1.0), ("blind", blind, 0.0)):
+        mod = types.ModuleType(f"byom_{name}")
+        mod.build = lambda device, p=predict: ModelUnderTest(torch.nn.Linear(2, 2), (torch.zeros(1, 2),), predict=p)
+        monkeypatch.setitem(sys.modules, f"byom_{name}", mod)
+        rows = _rows(accuracy.measure({"source": FactorySource(f"byom_{name}:build").to_dict(),
+                                       "data_root": str(root), "device": "cpu"}))
+        assert rows["accuracy/val/R@1"].value == pytest.approx(expected), name
+        assert rows["accuracy/time_to_target_s"].status == "not-measured"
+        assert "not trained" in rows["accuracy/time_to_target_s"].error

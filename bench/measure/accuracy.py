@@ -32,6 +32,7 @@ class AccuracyResult:
     train_seconds: float = 0.0
     steps: int = 0
     not_measured: str | None = None  # why no accuracy was measured (a factory without predict)
+    not_trained: str | None = None  # a factory's predict() scored as it is: no training, no time to target
 
     def rows(self) -> list[Row]:
         if self.not_measured:
@@ -43,7 +44,10 @@ class AccuracyResult:
             if isinstance(value, (int, float)):
                 out.append(measured(f"accuracy/{key}", float(value), "fraction", extra))
         tt_extra = {**extra, "curve": self.curve}
-        if self.time_to_target_s is None:
+        if self.not_trained:
+            out.append(measured("accuracy/time_to_target_s", None, "s", extra, status="not-measured",
+                                error=self.not_trained))
+        elif self.time_to_target_s is None:
             out.append(measured("accuracy/time_to_target_s", None, "s", tt_extra, status="not-measured",
                                 error=f"target val/vocab_mAP50 >= {self.target_map50} not reached in {self.budget_s:.0f} s"))
         else:
@@ -58,7 +62,7 @@ def measure(spec: AccuracySpec | dict) -> AccuracyResult:
 
     spec = AccuracySpec.coerce(spec)
     if not spec.is_preset:
-        return AccuracyResult(spec.budget_s, spec.target_map50, not_measured=_why_not(spec))
+        return _score_factory_predict(spec)
 
     try:
         from ovd.training.run import train_and_evaluate
@@ -75,13 +79,40 @@ def measure(spec: AccuracySpec | dict) -> AccuracyResult:
                           out.get("time_to_target_s"), float(out.get("train_seconds", 0.0)), int(out.get("steps", 0)))
 
 
-def _why_not(spec: AccuracySpec) -> str:
-    """The reason a non-preset model's accuracy row says "not measured"."""
+def _score_factory_predict(spec: AccuracySpec, batch_size: int = 8) -> AccuracyResult:
+    """A factory or hub model is not trained by the suite: its ``predict(pil_images, prompts)`` is scored as it
+    is on the first ``max_images`` val samples of the built-in data (or ``data_root``, Flickr30k layout), with
+    each caption's phrases as the prompt, by the grounding protocol (Recall@k, MDETR's ANY-BOX and MERGED-BOX:
+    a phrase's boxes are the returned boxes labelled with it, best score first). Boxes ``predict`` does not
+    return (below its own threshold) count as misses."""
+    from bench.common import resolve_device
     from bench.sources import build_under_test
+    from ovd.data.dataset import GroundingDataset
+    from ovd.data.readers import load_records
+    from ovd.data.synthetic import ensure_synthetic_dataset
+    from ovd.training.metrics import score_prediction_file
 
-    mut = build_under_test(spec.source, "cpu", 1)
+    mut = build_under_test(spec.source, resolve_device(spec.device), 1)
     if mut.predict is None:
-        return ("not measured: the factory's ModelUnderTest has no predict(pil_images, prompts); return one to "
-                "be scored on the built-in data")
-    return ("not measured: scoring a factory's predict() on the built-in data is not implemented yet "
-            "(the suite trains and scores ovd presets only)")
+        return AccuracyResult(spec.budget_s, None, not_measured=(
+            "not measured: the factory's ModelUnderTest has no predict(pil_images, prompts); return one to be "
+            "scored on the built-in data"))
+    root = spec.data_root or ensure_synthetic_dataset()
+    dataset = GroundingDataset(load_records(root, "flickr30k", "val"), split="val")
+    samples = dataset.samples[: spec.max_images]
+    predictions, truth = [], {}
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size]
+        prompts = [[p["text"] for p in s.phrases] for s in chunk]
+        outputs = mut.predict([dataset.load_image(s) for s in chunk], prompts)
+        for sample, phrases, out in zip(chunk, prompts, outputs):
+            order = sorted(range(len(out["labels"])), key=lambda i: -float(out["scores"][i]))
+            ranked = [[[float(v) for v in out["boxes"][i]] for i in order if out["labels"][i] == phrase]
+                      for phrase in phrases]
+            key = (str(sample.record.image_id), int(sample.record.sentence_id))
+            predictions.append({"image_id": key[0], "sentence_id": key[1], "boxes": ranked})
+            truth[key] = [p["gt_boxes_xyxy"] for p in sample.phrases]
+    scores = score_prediction_file(predictions, truth)
+    final = {f"val/{k}": v for k, v in scores.items() if k.startswith("R@")}
+    return AccuracyResult(spec.budget_s, None, final, not_trained=(
+        f"not trained by the suite: a factory's predict() is scored as it is ({len(samples)} val samples)"))
