@@ -154,3 +154,18 @@ def test_cli_resume_refusal_is_one_line(tmp_path, capsys):
                "--resume", str(prev), "--out", str(tmp_path / "out")])
     assert rc == 2
     assert "--resume-any" in capsys.readouterr().err
+
+
+def test_several_commits_one_source_hash_is_not_called_a_mix_of_sources():
+    """Tasks measured on two commits whose ovd/ and bench/ sources are identical (a docs-only commit between
+    them): the report names both commits but must not claim 'different source hashes'."""
+    from bench.report.provenance import lines
+
+    same = env.source_hash()
+    res = Results(tasks={"static:a": _outcome("static:a", "a", same, "a" * 40),
+                         "static:b": _outcome("static:b", "b", same, "b" * 40)}, command="ovd-bench run")
+    text = "\n".join(lines(res))
+    assert "2 commits" in text
+    assert "different source hashes" not in text
+    res.tasks["static:b"]["environment"]["source_hash"] = "f" * 64
+    assert "2 different source hashes" in "\n".join(lines(res))

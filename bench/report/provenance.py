@@ -45,7 +45,7 @@ def lines(res: Results, label: str = "This report") -> list[str]:
            + f", source hash {_short(src)}."]
     if len(s["commits"]) > 1:
         out.append(f"**Rows come from {len(s['commits'])} commits**: " + ", ".join(_short(c) for c in s["commits"]) + ".")
-    if s["mixed"]:
+    if len(s["source_hashes"]) > 1:  # "mixed" is also set by several commits with one source hash
         out.append(f"**Rows come from {len(s['source_hashes'])} different source hashes** (a run resumed across code "
                    "changes): " + ", ".join(_short(h) for h in s["source_hashes"]) + "; numbers from different "
                    "sources are not strictly comparable.")
@@ -53,6 +53,23 @@ def lines(res: Results, label: str = "This report") -> list[str]:
     if src in (None, UNKNOWN):
         out.append("No source hash was recorded for these results (measured before the suite recorded one): "
                    "whether the current code would measure the same cannot be checked.")
-    elif cur and not s["mixed"] and cur != src:
+    elif cur and len(s["source_hashes"]) <= 1 and cur != src:
         out.append(f"The code rendering this report (source hash {_short(cur)}) differs from the code that measured it.")
     return out
+
+
+def incomplete_lines(res: Results) -> list[str]:
+    """An INCOMPLETE banner when planned tasks have no outcome (a run cut short by ``--time-limit``, Ctrl-C or
+    a kill) or the run never recorded its end; [] for a complete run or an older file without a plan."""
+    planned = res.profile.get("planned_tasks") or []
+    missing = [t for t in planned if t not in res.tasks]
+    ended = "suite_seconds" in res.environment
+    if not missing and (ended or not planned):
+        return []
+    why = (f"stopped by the time limit of {res.environment['stopped_by_time_limit_s']:.0f} s"
+           if res.environment.get("stopped_by_time_limit_s") else
+           "the run did not finish (interrupted or killed)" if not ended else "tasks were skipped")
+    listed = ", ".join(f"`{t}`" for t in missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+    return [f"**INCOMPLETE**: {len(missing)} of {len(planned)} planned measurements were not run ({why})"
+            + (f": {listed}" if missing else "") + ". Sections that need them are missing or partial; "
+            "finish with `ovd-bench run ... --resume <this folder>`."]
