@@ -9,6 +9,7 @@ import torch
 from ovd.data.readers import load_records
 from ovd.data.synthetic import write_synthetic_dataset
 from ovd.data.vocabulary import present_keys, split_vocabulary
+from ovd.processor import join_phrases
 from ovd.training.vocabulary_eval import (
     chunk_vocabulary,
     evaluate_vocabulary,
@@ -16,7 +17,6 @@ from ovd.training.vocabulary_eval import (
     score_vocabulary,
     vocabulary_images,
 )
-from ovd.processor import join_phrases
 
 BOX_A = [10.0, 10.0, 50.0, 50.0]
 BOX_B = [60.0, 20.0, 90.0, 70.0]
@@ -70,6 +70,12 @@ def test_absent_fp_rate_and_present_recall_on_planted_predictions():
     ]
     result = score_vocabulary(preds, targets, threshold=0.3)
     assert result["absent_fp_rate"] == pytest.approx(1 / 3)
+    # 3 classes seen: absent pairs (0, c1), (0, c2), (1, c2), (2, c0), (2, c2); only (0, c2) is boxed
+    assert result["num_absent"] == 5
+    assert result["absent_fp_pair_rate"] == pytest.approx(1 / 5)
+    # a larger vocabulary (10 classes) dilutes the per-pair rate but not the per-image one
+    wide = score_vocabulary(preds, targets, threshold=0.3, num_classes=10)
+    assert wide["absent_fp_pair_rate"] == pytest.approx(1 / (30 - 4)) and wide["absent_fp_rate"] == pytest.approx(1 / 3)
     assert result["num_present"] == 4  # (0, c0), (1, c0), (1, c1), (2, c1)
     assert result["present_recall"] == pytest.approx(2 / 4)
 
@@ -135,9 +141,9 @@ def test_ground_truth_per_image_uses_the_phrase_keys(vocab_root):
 def test_end_to_end_on_an_untrained_tiny_model(tiny_model, vocab_root):
     records = load_records(vocab_root, "flickr30k", "val")
     result = evaluate_vocabulary(tiny_model, records, batch_size=4)
-    assert set(result) == {"vocab_mAP", "vocab_mAP50", "absent_fp_rate", "present_recall", "num_classes",
-                           "num_images", "num_prompts"}
-    for key in ("vocab_mAP", "vocab_mAP50", "absent_fp_rate", "present_recall"):
+    assert set(result) == {"vocab_mAP", "vocab_mAP50", "absent_fp_rate", "absent_fp_pair_rate", "present_recall",
+                           "num_classes", "num_images", "num_prompts"}
+    for key in ("vocab_mAP", "vocab_mAP50", "absent_fp_rate", "absent_fp_pair_rate", "present_recall"):
         assert 0.0 <= result[key] <= 1.0 and not math.isnan(result[key]), key
     assert result["num_images"] == 6
     assert result["num_classes"] == len(split_vocabulary(records))

@@ -17,10 +17,12 @@ from .judge import censored_quartiles, describe_times
 #: absent-phrase false-positive rate next to present-phrase recall).
 FINAL_METRICS = (("val mAP50", "accuracy/val/mAP50"), ("val R@1", "accuracy/val/R@1"),
                  ("val vocab mAP50", "accuracy/val/vocab_mAP50"), ("val absent FP", "accuracy/val/absent_fp_rate"),
+                 ("val absent FP/phrase", "accuracy/val/absent_fp_pair_rate"),
                  ("val present recall", "accuracy/val/present_recall"),
                  ("novel mAP50", "accuracy/novel/mAP50"), ("novel R@1", "accuracy/novel/R@1"),
                  ("novel vocab mAP50", "accuracy/novel/vocab_mAP50"),
                  ("novel absent FP", "accuracy/novel/absent_fp_rate"),
+                 ("novel absent FP/phrase", "accuracy/novel/absent_fp_pair_rate"),
                  ("novel present recall", "accuracy/novel/present_recall"))
 
 

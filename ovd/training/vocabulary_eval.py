@@ -18,8 +18,11 @@ class is a false positive. This module is that protocol:
   classes and images, absent classes included: a detection of a class with no object in that image is a
   false positive of that class. Plus, at ``predict``'s threshold (a query gives a box when its best token's
   sigmoid over the prompt exceeds it):
-  ``absent_fp_rate`` = share of images with >= 1 box labelled with a class absent from the image, and
-  ``present_recall`` = share of (image, present class) pairs with a box of that class at IoU >= 0.5.
+  ``absent_fp_rate`` = share of images with >= 1 box labelled with a class absent from the image (any of the
+  vocabulary's absent classes: strict, it grows with the vocabulary), ``absent_fp_pair_rate`` = share of
+  (image, absent class) pairs with >= 1 box of that class (the rate one absent phrase in a prompt is boxed at,
+  comparable across vocabulary sizes), and ``present_recall`` = share of (image, present class) pairs with a
+  box of that class at IoU >= 0.5.
 
 COCO-style AP skips a class with no GT box in any image (its AP is undefined), so a false positive costs
 AP only for classes that occur somewhere in the split; the absent-FP rate counts every one.
@@ -43,7 +46,7 @@ DEFAULT_THRESHOLD = 0.3  # OpenVocabDetector.predict's default box threshold
 IOU_THRESHOLD = 0.5
 #: Vocabulary metrics recorded on every training-curve point and in the final metrics of each split.
 VOCAB_CURVE_KEYS = ("vocab_mAP50", "absent_fp_rate", "present_recall")
-VOCAB_FINAL_KEYS = ("vocab_mAP", "vocab_mAP50", "absent_fp_rate", "present_recall")
+VOCAB_FINAL_KEYS = ("vocab_mAP", "vocab_mAP50", "absent_fp_rate", "absent_fp_pair_rate", "present_recall")
 
 
 # -- prompts --------------------------------------------------------------------------------------
@@ -144,7 +147,8 @@ def vocabulary_images(records: Sequence, vocabulary: Sequence[str]) -> list[Voca
 
 # -- scoring ------------------------------------------------------------------------------------------
 def score_vocabulary(predictions: Sequence[dict], targets: Sequence[dict], threshold: float = DEFAULT_THRESHOLD,
-                     iou_threshold: float = IOU_THRESHOLD, max_detections: int = 100) -> dict[str, float]:
+                     iou_threshold: float = IOU_THRESHOLD, max_detections: int = 100,
+                     num_classes: int | None = None) -> dict[str, float]:
     """Score per-image vocabulary detections (no model involved).
 
     Args:
@@ -155,15 +159,22 @@ def score_vocabulary(predictions: Sequence[dict], targets: Sequence[dict], thres
             image is absent from it.
         threshold: a detection "gets a box" when its box score exceeds this.
         max_detections: detections per image kept for mAP (top by score).
+        num_classes: the vocabulary's size (classes are 0..num_classes-1), for ``absent_fp_pair_rate``'s
+            denominator; default: 1 + the largest label seen in predictions or targets.
     Returns:
-        {"vocab_mAP" (IoU .50:.95), "vocab_mAP50", "absent_fp_rate", "present_recall", "num_images",
-        "num_present"} as floats; the rates are NaN with no image / no present pair.
+        {"vocab_mAP" (IoU .50:.95), "vocab_mAP50", "absent_fp_rate", "absent_fp_pair_rate", "present_recall",
+        "num_images", "num_present", "num_absent"} as floats; a rate is NaN when its denominator is 0.
     """
     if len(predictions) != len(targets):
         raise ValueError(f"got predictions for {len(predictions)} images but targets for {len(targets)}")
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox",
                                   max_detection_thresholds=sorted({1, 10, int(max_detections)}))
+    if num_classes is None:
+        seen = [int(torch.as_tensor(d["labels"]).max()) for d in list(predictions) + list(targets)
+                if torch.as_tensor(d["labels"]).numel()]
+        num_classes = 1 + max(seen, default=-1)
     images_with_fp = 0
+    absent_pairs = absent_boxed = 0
     present_pairs = present_hits = 0
     preds_for_map, gts_for_map = [], []
     for pred, gt in zip(predictions, targets):
@@ -179,8 +190,11 @@ def score_vocabulary(predictions: Sequence[dict], targets: Sequence[dict], thres
 
         kept = box_scores > threshold
         present = set(gt_labels.tolist())
-        if any(label not in present for label in labels[kept].tolist()):
+        boxed_absent = {label for label in labels[kept].tolist() if label not in present}
+        if boxed_absent:
             images_with_fp += 1
+        absent_pairs += num_classes - len(present)
+        absent_boxed += len(boxed_absent)
         for cls in present:
             present_pairs += 1
             cls_boxes = boxes[kept & (labels == cls)]
@@ -193,9 +207,11 @@ def score_vocabulary(predictions: Sequence[dict], targets: Sequence[dict], thres
         "vocab_mAP": float(result["map"]),
         "vocab_mAP50": float(result["map_50"]),
         "absent_fp_rate": images_with_fp / num_images if num_images else float("nan"),
+        "absent_fp_pair_rate": absent_boxed / absent_pairs if absent_pairs else float("nan"),
         "present_recall": present_hits / present_pairs if present_pairs else float("nan"),
         "num_images": float(num_images),
         "num_present": float(present_pairs),
+        "num_absent": float(absent_pairs),
     }
 
 
@@ -247,8 +263,8 @@ def evaluate_vocabulary(model, records_or_dataset, batch_size: int = 16, thresho
         device: where to run (default: where the model is).
         max_images: evaluate only the first ``max_images`` images (in record order): a fixed subset.
     Returns:
-        {"vocab_mAP", "vocab_mAP50", "absent_fp_rate", "present_recall", "num_classes", "num_images",
-        "num_prompts"} as floats.
+        {"vocab_mAP", "vocab_mAP50", "absent_fp_rate", "absent_fp_pair_rate", "present_recall", "num_classes",
+        "num_images", "num_prompts"} as floats.
     """
     from ..data.images import load_image
     from ..data.vocabulary import split_vocabulary
@@ -296,9 +312,11 @@ def evaluate_vocabulary(model, records_or_dataset, batch_size: int = 16, thresho
             targets += [{"boxes": im.boxes, "labels": im.labels} for im in batch_images]
     finally:
         model.train(was_training)
-    result = score_vocabulary(predictions, targets, threshold=threshold, max_detections=max_detections)
+    result = score_vocabulary(predictions, targets, threshold=threshold, max_detections=max_detections,
+                              num_classes=len(vocabulary))
     return {
         "vocab_mAP": result["vocab_mAP"], "vocab_mAP50": result["vocab_mAP50"],
-        "absent_fp_rate": result["absent_fp_rate"], "present_recall": result["present_recall"],
+        "absent_fp_rate": result["absent_fp_rate"], "absent_fp_pair_rate": result["absent_fp_pair_rate"],
+        "present_recall": result["present_recall"],
         "num_classes": float(len(vocabulary)), "num_images": float(len(images)), "num_prompts": float(len(chunks)),
     }
