@@ -3,7 +3,6 @@ the training step. Nothing here prints; nothing here decides what is reported.""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -147,6 +146,19 @@ def build_model(preset: str, overrides: dict | None, device, seed: int = 0):
     torch.manual_seed(seed)
     config = build_config(preset, overrides, device)
     return ovd.create_model(config).to(device)
+
+
+#: a measurement's forced precision -> the config's ``train.precision`` (None keeps the preset's)
+PRECISION_CONFIG = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
+
+
+def build_model_at(preset: str, overrides: dict | None, precision: str | None, device, seed: int = 0):
+    """:func:`build_model` with ``train.precision`` forced to ``precision`` ("fp32"/"bf16"/"fp16"; None keeps
+    the preset's), so the shared forward and training step run it unchanged."""
+    overrides = dict(overrides or {})
+    if precision is not None:
+        overrides["train.precision"] = PRECISION_CONFIG[precision]
+    return build_model(preset, overrides, device, seed)
 
 
 def make_train_step(model, batch: Batch, device) -> Callable[[], float]:

@@ -184,6 +184,18 @@ VARIANTS["baseline+bf16"] = preset_variant("baseline+bf16", "baseline", {"train.
 VARIANTS["optimized+bf16"] = preset_variant("optimized+bf16", "optimized", {"train.precision": "bf16-mixed"},
                                             "bf16 autocast instead of the preset's auto (fp16 on CUDA, fp32 on "
                                             "CPU)", "optimized", "ladder")
+#: Training arms of the GPU campaign (issue 9), each against the optimized preset: AdamW's fused kernel and a
+#: compiled training step (bf16 autocast is optimized+bf16 above), then all three together.
+VARIANTS["optimized+fused-adamw"] = preset_variant(
+    "optimized+fused-adamw", "optimized", {"train.optimizer_impl": "fused"}, "AdamW(fused=True): one kernel for "
+    "the whole parameter update (same math)", "optimized", "ladder")
+VARIANTS["optimized+compile-train"] = preset_variant(
+    "optimized+compile-train", "optimized", {"train.compile": True}, "torch.compile of the forward inside the "
+    "training step (compilation in the warm-up steps)", "optimized", "ladder")
+VARIANTS["optimized+train-arms"] = preset_variant(
+    "optimized+train-arms", "optimized", {"train.precision": "bf16-mixed", "train.optimizer_impl": "fused",
+                                          "train.compile": True},
+    "bf16 autocast + fused AdamW + compiled training step", "optimized", "ladder")
 # Add a variant in one line, e.g.:
 # VARIANTS["baseline+queries50"] = preset_variant("baseline+queries50", "baseline", {"box_head.num_queries": 50}, "...", "baseline", "ladder")
 

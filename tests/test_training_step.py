@@ -107,3 +107,44 @@ def test_training_loop_timer_counts_only_the_timed_steps(root):
     assert out["seconds"] > 0 and out["samples_per_s"] == pytest.approx(12 / out["seconds"])
     with pytest.raises(ValueError, match="steps"):
         time_training_loop(cfg, steps=0, data_root=str(root))
+
+
+def _two_steps(batches, overrides: dict, device: str = "cpu"):
+    no_drop_path = dict(ovd.get_config("optimized-tiny").image.backbone_kwargs, drop_path_rate=0.0)
+    cfg = ovd.get_config("optimized-tiny", {"train.batch_size": 4, "image.backbone_kwargs": no_drop_path,
+                                            **overrides})
+    torch.manual_seed(0)
+    module = DetectorModule(cfg).to(device)
+    module.model.train()
+    step = build_train_step(module.model, cfg.train, module.criterion, device)
+    for batch in batches:
+        moved = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        if device != "cpu":
+            moved["targets"] = [{k: t.to(device) for k, t in tgt.items()} for tgt in batch["targets"]]
+        step(moved)
+    return step, dict(module.model.named_parameters())
+
+
+def test_fused_adamw_is_the_same_math(batches):
+    """train.optimizer_impl is a speed switch: the fused kernel updates the weights as the default does."""
+    ref_step, ref = _two_steps(batches, {})
+    step, fused = _two_steps(batches, {"train.optimizer_impl": "fused"})
+    assert all(g.get("fused") for g in step.optimizer.param_groups) and not ref_step.optimizer.defaults.get("fused")
+    for name, p in ref.items():
+        torch.testing.assert_close(fused[name], p, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_bad_training_switches_are_refused():
+    with pytest.raises(ValueError, match="optimizer_impl"):
+        ovd.get_config("optimized-tiny", {"train.optimizer_impl": "apex"})
+    with pytest.raises(ValueError, match="train.compile"):
+        ovd.get_config("optimized-tiny", {"train.compile": "yes"})
+
+
+@pytest.mark.gpu
+def test_compiled_training_step_matches_eager_on_cuda(batches):
+    _, eager = _two_steps(batches, {"train.precision": "32-true"}, "cuda")
+    step, compiled = _two_steps(batches, {"train.precision": "32-true", "train.compile": True}, "cuda")
+    assert step.forward is not step.model  # the step ran the compiled view
+    for name, p in eager.items():
+        torch.testing.assert_close(compiled[name], p, atol=1e-4, rtol=1e-3, msg=name)

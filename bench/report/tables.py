@@ -107,11 +107,20 @@ def machine_table(res: Results) -> list[dict]:
     return [{"key": k, "value": env.get(k)} for k in ENV_KEYS if k in env]
 
 
+#: the torch build pyproject.toml pins (the CI machine's); a device with its own preinstalled torch differs
+PINNED_TORCH = "2.14.1"
+
+
 def machine_line(res: Results) -> str:
-    """One line naming where every absolute figure comes from."""
+    """One line naming where every absolute figure comes from (and whether torch is the pinned build)."""
     env, prof = res.environment, res.profile
+    torch_version = str(env.get("torch", "?"))
+    cuda = f", CUDA {env.get('cuda')}, driver {env['cuda_driver']}" if env.get("cuda_driver") else ""
+    pinned = "" if torch_version.split("+")[0] == PINNED_TORCH else (
+        f" **torch {torch_version} is not the pinned {PINNED_TORCH}** (the device's preinstalled build): numbers "
+        "are this torch's.")
     return (f"Machine `{env.get('machine_kind', '?')}`: {env.get('device', '?')} ({env.get('cpu_model', '?')}, "
-            f"{env.get('threads', prof.get('threads', '?'))} threads), torch {env.get('torch', '?')}; training "
+            f"{env.get('threads', prof.get('threads', '?'))} threads), torch {torch_version}{cuda}; training "
             f"batch {prof.get('train_batch', '?')}, inference batch {infer_batch(res)}, precision per preset. "
-            f"Absolute figures are this machine's; ratios (x) are what carries to another machine.")
+            f"Absolute figures are this machine's; ratios (x) are what carries to another machine.{pinned}")
 

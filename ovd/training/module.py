@@ -76,7 +76,8 @@ class DetectorModule(L.LightningModule):
         if self._train_step is None or self._train_step.optimizer is not optimizer:
             self._train_step = TrainStep(self.model, self.criterion, optimizer, self.lr_schedulers(),
                                          precision=self.precision_name, grad_clip=self.config.train.grad_clip,
-                                         device_type=self.device.type, backward=self.manual_backward)
+                                         device_type=self.device.type, backward=self.manual_backward,
+                                         compile_forward=self.config.train.compile)
         return self._train_step
 
     # -- steps ---------------------------------------------------------------------------

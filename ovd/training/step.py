@@ -56,8 +56,10 @@ def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over :func:`parameter_groups`; ``train.optimizer_impl`` picks torch's implementation (same math)."""
+    impl = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[cfg.optimizer_impl]
     return torch.optim.AdamW(parameter_groups(model, cfg), betas=tuple(cfg.betas), eps=cfg.eps,
-                             weight_decay=cfg.weight_decay)
+                             weight_decay=cfg.weight_decay, **impl)
 
 
 class ProgressSchedule(torch.optim.lr_scheduler.LambdaLR):
@@ -91,8 +93,10 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, criterion: nn.Module, optimizer, scheduler=None, *,
                  precision: str = "fp32", grad_clip: float = 0.0, device_type: str = "cpu",
-                 backward: Callable | None = None) -> None:
+                 backward: Callable | None = None, compile_forward: bool = False) -> None:
         self.model, self.criterion = model, criterion
+        # a compiled view of the same module (shared parameters; state_dict keys unchanged)
+        self.forward = torch.compile(model) if compile_forward else model
         self.optimizer, self.scheduler = optimizer, scheduler
         self.precision, self.grad_clip, self.device_type = precision, float(grad_clip or 0.0), device_type
         self.backward = backward or (lambda loss: loss.backward())
@@ -102,7 +106,7 @@ class TrainStep:
     def __call__(self, batch: dict) -> dict:
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.precision, self.device_type):
-            outputs = self.model(batch["images"], batch["input_ids"], batch["attention_mask"])
+            outputs = self.forward(batch["images"], batch["input_ids"], batch["attention_mask"])
         losses = self.criterion(outputs, batch["targets"])  # computed in fp32 (ovd.training.losses)
         loss = losses["total_loss"]
         if not torch.isfinite(loss):
@@ -131,4 +135,4 @@ def build_train_step(model: nn.Module, cfg: TrainConfig, criterion: nn.Module, d
     optimizer = build_optimizer(model, cfg)
     scheduler = ProgressSchedule(optimizer, cfg, progress or (lambda: 0.0))
     return TrainStep(model, criterion, optimizer, scheduler, precision=resolve_precision(cfg.precision, device_type),
-                     grad_clip=cfg.grad_clip, device_type=device_type)
+                     grad_clip=cfg.grad_clip, device_type=device_type, compile_forward=cfg.compile)
