@@ -30,6 +30,7 @@ from .data.images import load_image
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FORMATS = ("jsonl", "coco")
 PRECISIONS = ("fp32", "bf16")
+QUANTIZATIONS = ("none", "int8")
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -110,6 +111,41 @@ def autocast_for(precision: str, device: torch.device):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     raise ValueError(f"--precision {precision!r}: accepted: {', '.join(PRECISIONS)}")
+
+
+def check_inference_options(precision: str, quantize: str, device: torch.device) -> None:
+    """Raise ``ValueError`` for a precision/quantization pair ``ovd predict`` cannot run on ``device``: an
+    unknown name, int8 off the CPU (PyTorch has no quantized Linear kernels there), int8 with bf16."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision {precision!r}: accepted: {', '.join(PRECISIONS)}")
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"--quantize {quantize!r}: accepted: {', '.join(QUANTIZATIONS)}")
+    if quantize == "int8" and torch.device(device).type != "cpu":
+        raise ValueError(f"--quantize int8: dynamic int8 quantization runs on the CPU only (PyTorch has no "
+                         f"quantized Linear kernels for {torch.device(device).type}); use --device cpu, or "
+                         "--quantize none with --precision bf16 on the GPU")
+    if quantize == "int8" and precision != "fp32":
+        raise ValueError(f"--quantize int8 with --precision {precision}: int8 Linear layers take fp32 activations; "
+                         "use --precision fp32 with --quantize int8")
+
+
+def prepare_for_inference(model: torch.nn.Module, precision: str = "fp32", quantize: str = "none") -> torch.nn.Module:
+    """The model ``ovd predict`` runs: eval mode and, with ``quantize="int8"``, dynamic int8 quantization of
+    every ``nn.Linear`` (``torch.ao.quantization.quantize_dynamic``: int8 weights, activations quantized per
+    call, fp32 in and out; it returns a quantized copy, ``model``'s weights are left as they are).
+
+    ``precision`` ("fp32"/"bf16") is only checked here; its autocast is applied per call
+    (:func:`autocast_for`). See :func:`check_inference_options` for what is refused. The benchmark's
+    accuracy arms (``bench.measure.arms_accuracy``) call this same function, so the arm the report
+    accepts is the transform predict runs.
+    """
+    check_inference_options(precision, quantize, next(model.parameters()).device)
+    model = model.eval()
+    if quantize == "none":
+        return model
+    from torch.ao.quantization import quantize_dynamic
+
+    return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 # -- inference --------------------------------------------------------------------------------

@@ -145,13 +145,16 @@ def cmd_predict(args) -> int:
         return _predict_many(args)
     from PIL import ImageDraw
 
+    from .batch_predict import autocast_for, prepare_for_inference
     from .data.images import load_image
     from .training.module import load_checkpoint
 
-    module = load_checkpoint(args.checkpoint)
+    module = load_checkpoint(args.checkpoint)  # on the CPU
+    model = prepare_for_inference(module.model, args.precision, args.quantize)
     image = load_image(args.image)
     prompt = [p.strip() for p in args.prompt.split(",")] if args.phrases else args.prompt
-    result = module.model.predict([image], [prompt], threshold=args.threshold, text_threshold=args.text_threshold)[0]
+    with autocast_for(args.precision, next(model.parameters()).device):
+        result = model.predict([image], [prompt], threshold=args.threshold, text_threshold=args.text_threshold)[0]
     record = {"image": str(args.image), "prompt": args.prompt,
               "detections": [{"box_xyxy": [round(v, 2) for v in b.tolist()], "score": round(float(s), 4), "label": lab}
                              for b, s, lab in zip(result["boxes"], result["scores"], result["labels"])]}
@@ -170,10 +173,12 @@ def _predict_many(args) -> int:
     """``ovd predict --images``: everything a user can get wrong is checked before the model loads."""
     from .batch_predict import (
         Summary,
+        check_inference_options,
         check_writable,
         list_images,
         parse_prompt,
         predict_images,
+        prepare_for_inference,
         resolve_device,
         write_predictions,
     )
@@ -188,15 +193,17 @@ def _predict_many(args) -> int:
     check_writable(args.out)
     prompt = parse_prompt(args.prompt, args.phrases)
     device = resolve_device(args.device)
+    check_inference_options(args.precision, args.quantize, device)  # before the model loads
     paths = list_images(args.images)
     module = load_checkpoint(args.checkpoint)
-    model = module.model.to(device).eval()
+    model = prepare_for_inference(module.model.to(device), args.precision, args.quantize)
     summary = Summary(total=len(paths))
     predictions = predict_images(model, paths, prompt, batch_size=args.batch_size, threshold=args.threshold,
                                  text_threshold=args.text_threshold, precision=args.precision,
                                  progress=not args.no_progress)
     info = {"checkpoint": str(args.checkpoint), "prompt": args.prompt, "phrases": bool(args.phrases),
-            "threshold": args.threshold, "text_threshold": args.text_threshold, "precision": args.precision}
+            "threshold": args.threshold, "text_threshold": args.text_threshold, "precision": args.precision,
+            "quantize": args.quantize}
     from tqdm import tqdm
 
     written = write_predictions(predictions, summary, args.out, args.format,
@@ -282,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="--images: auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="--images: bf16 runs under torch.autocast(dtype=torch.bfloat16)")
+    p.add_argument("--quantize", default="none", choices=["none", "int8"],
+                   help="int8: dynamic int8 quantization of every nn.Linear (int8 weights, fp32 activations; "
+                   "CPU only, with --precision fp32); see the benchmark report's accuracy-judged arms")
     p.add_argument("--no-progress", action="store_true", help="--images: no progress bar on stderr")
     p.set_defaults(func=cmd_predict)
 

@@ -67,8 +67,8 @@ def test_accuracy_measurement_uses_the_trainer(monkeypatch):
     calls = {}
 
     def fake_train_and_evaluate(config, data_root=None, max_time_s=600, eval_every_s=60, seed=0, target_map50=None,
-                                splits=("val", "novel"), progress=True):
-        calls["budget"] = max_time_s
+                                splits=("val", "novel"), progress=True, checkpoint_path=None):
+        calls["budget"], calls["checkpoint"] = max_time_s, checkpoint_path
         return {"curve": [{"seconds": 5.0, "step": 3, "samples": 24, "val/mAP50": 0.4}],
                 "final": {"val/mAP50": 0.41, "val/mAP": 0.2, "val/R@1": 0.5, "novel/mAP50": 0.1},
                 "time_to_target_s": 5.0, "train_seconds": 9.0, "steps": 7}
@@ -78,9 +78,9 @@ def test_accuracy_measurement_uses_the_trainer(monkeypatch):
     monkeypatch.setitem(sys.modules, "ovd.training.run", fake)
     from bench.measure.accuracy import measure
 
-    r = measure({"preset": "optimized-tiny", "budget_s": 9, "target_map50": 0.3})
+    r = measure({"preset": "optimized-tiny", "budget_s": 9, "target_map50": 0.3, "checkpoint_out": "/x/c.ckpt"})
     rows = {x.metric: x for x in r.rows()}
-    assert calls["budget"] == 9
+    assert calls["budget"] == 9 and calls["checkpoint"] == "/x/c.ckpt"  # the arms' accuracy is judged on it
     assert rows["accuracy/val/mAP50"].value == 0.41
     assert rows["accuracy/time_to_target_s"].value == 5.0
 

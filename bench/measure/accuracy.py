@@ -74,7 +74,8 @@ def measure(spec: AccuracySpec | dict) -> AccuracyResult:
     target = spec.target_map50
     out = train_and_evaluate(config, data_root=spec.data_root, max_time_s=budget,
                              eval_every_s=float(spec.eval_every_s or max(budget / 4, 10)),
-                             seed=spec.seed, target_map50=target, progress=False)
+                             seed=spec.seed, target_map50=target, progress=False,
+                             checkpoint_path=spec.checkpoint_out)
     return AccuracyResult(budget, target, dict(out.get("final", {})), list(out.get("curve", [])),
                           out.get("time_to_target_s"), float(out.get("train_seconds", 0.0)), int(out.get("steps", 0)))
 

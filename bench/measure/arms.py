@@ -5,8 +5,18 @@ An arm (``ARMS``) is a set of features applied to one variant's model at inferen
 images in NHWC memory format), ``bf16`` / ``fp16`` (autocast), ``int8`` (dynamic int8 quantization of
 every ``nn.Linear``: ``torch.ao.quantization.quantize_dynamic``; CPU only), ``compile``
 (``torch.compile``, default backend, cold cache), ``onnx`` (``torch.onnx.export`` of the forward at
-fixed shapes, run by onnxruntime with its worker spinning off) and ``text_cache`` (the prompt set is fixed: ``encode_text`` runs once at set-up
-and every call passes ``text_tokens``).
+fixed shapes, run by onnxruntime with its worker spinning off and every graph optimization on:
+``ORT_ENABLE_ALL``, so no separate "onnx-ort-opt" arm exists: ``onnx-ort`` is already the optimized
+session), ``int8_static`` (with ``onnx``: static int8 post-training quantization of the exported graph
+by ``onnxruntime.quantization.quantize_static``, QDQ format, per-channel int8 weights, uint8
+activations calibrated by MinMax on :data:`CALIBRATION_BATCHES` held-out fixed synthetic batches made
+by ``bench.common.make_batch`` with seeds 1.. through the model's one input processor
+(``ovd/processor.py``), never the seed-0 parity batch; CPU only) and ``text_cache`` (the prompt set is
+fixed: ``encode_text`` runs once at set-up and every call passes ``text_tokens``).
+
+We chose ORT static QDQ because PyTorch 2 export quantization is absent from torch 2.14.1 here
+(``torch.ao.quantization.quantize_pt2e`` and ``torch.ao.quantization.quantizer.X86InductorQuantizer``
+raise ModuleNotFoundError: they moved to the separate ``torchao`` package, which is not installed).
 
 Method, in one fresh process: build the model once (random weights; the zero-initialized last
 layers of the box MLPs get small random values so boxes depend on the whole head), compute the
@@ -37,7 +47,11 @@ from pathlib import Path
 from bench.measure.specs import ArmsSpec
 from bench.results import Row, measured, quantile
 
-FEATURES = ("inference_mode", "channels_last", "bf16", "fp16", "int8", "compile", "onnx", "text_cache")
+FEATURES = ("inference_mode", "channels_last", "bf16", "fp16", "int8", "int8_static", "compile",
+            "compile_max_autotune", "cuda_graphs", "onnx",
+            "text_cache")
+CALIBRATION_BATCHES = 2  # held-out batches (each of the arm's batch size) for static int8 calibration
+INT8_STATIC_OPS = ("Conv", "MatMul", "Gemm")  # the GEMM-heavy ops quantized; the rest stays fp32
 FP32_TOLERANCE = 1e-3
 REDUCED_TOLERANCE = 5e-2
 REFERENCE = "eager"
@@ -53,7 +67,7 @@ class Arm:
 
     @property
     def tolerance(self) -> float:
-        reduced = {"bf16", "fp16", "int8"} & set(self.features)
+        reduced = {"bf16", "fp16", "int8", "int8_static"} & set(self.features)
         return REDUCED_TOLERANCE if reduced else FP32_TOLERANCE
 
 
@@ -65,9 +79,20 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     Arm("fp16-autocast", ("fp16",), "torch.autocast float16", devices=("cuda",)),
     Arm("int8-dynamic", ("int8",), "dynamic int8 quantization of nn.Linear (quantize_dynamic)", devices=("cpu",)),
     Arm("text-cache", ("text_cache",), "fixed prompt set: text embeddings computed once, passed as text_tokens"),
+    Arm("compile-max-autotune", ("compile_max_autotune",), "torch.compile mode='max-autotune' (inductor with "
+        "GEMM autotuning); set-up includes compilation and tuning", devices=("cuda",), isolated=True),
+    Arm("cuda-graphs", ("cuda_graphs",), "torch.compile mode='reduce-overhead': the forward replayed as a CUDA "
+        "graph (no per-kernel launch cost); set-up includes compilation and graph capture", devices=("cuda",),
+        isolated=True),
+    Arm("bf16+cuda-graphs", ("inference_mode", "bf16", "text_cache", "cuda_graphs"), "bf16 autocast + cached "
+        "text + CUDA graphs (compile reduce-overhead)", devices=("cuda",), isolated=True),
     Arm("compile", ("compile",), "torch.compile, default backend (inductor); set-up includes compilation",
         isolated=True),
-    Arm("onnx-ort", ("onnx",), "torch.onnx.export at fixed shapes, run with onnxruntime", isolated=True),
+    Arm("onnx-ort", ("onnx",), "torch.onnx.export at fixed shapes, run with onnxruntime (ORT_ENABLE_ALL)",
+        isolated=True),
+    Arm("onnx-ort-int8-static", ("onnx", "int8_static"),
+        "ONNX export + onnxruntime static int8 QDQ (per-channel weights, MinMax-calibrated activations)",
+        devices=("cpu",), isolated=True),
     Arm("inference-mode+text-cache", ("inference_mode", "text_cache"), "both"),
     Arm("int8+text-cache", ("inference_mode", "int8", "text_cache"),
         "int8 dynamic Linear + cached text + inference_mode", devices=("cpu",)),
@@ -193,6 +218,89 @@ def _export_onnx(model, images, ids, mask, path: Path) -> str:
     raise RuntimeError("ONNX export failed; " + " | ".join(errors))
 
 
+class _CalibrationReader:
+    """An ``onnxruntime.quantization.CalibrationDataReader``: feeds dicts of numpy inputs, then None."""
+
+    def __init__(self, feeds: list[dict]):
+        self._it = iter(feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self):  # onnxruntime >= 1.17 may call it; one pass is all MinMax needs
+        pass
+
+
+def calibration_feeds(model, batch_size: int, n: int = CALIBRATION_BATCHES) -> list[dict]:
+    """``n`` held-out fixed synthetic batches (seeds 1..n; the parity batch is seed 0) through the model's
+    input processor, as onnxruntime feeds: images (B, 3, S, S) float32, input_ids / attention_mask (B, T)
+    int64."""
+    from bench.common import make_batch
+
+    out = []
+    for seed in range(1, n + 1):
+        b = make_batch(model, batch_size, "cpu", seed=seed)
+        out.append({"images": b.images.numpy(), "input_ids": b.input_ids.numpy(),
+                    "attention_mask": b.attention_mask.numpy()})
+    return out
+
+
+def quantize_static_qdq(fp32_path: Path, int8_path: Path, feeds: list[dict]) -> None:
+    """Static int8 QDQ quantization of the :data:`INT8_STATIC_OPS` nodes of an ONNX file (per-channel int8
+    weights, uint8 activations, MinMax calibration on ``feeds``). Raises RuntimeError naming onnxruntime's error when it fails."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    try:
+        quantize_static(str(fp32_path), str(int8_path), _CalibrationReader(feeds), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=list(INT8_STATIC_OPS))
+    except Exception as err:  # noqa: BLE001  (re-raised with the step named; measure() records it)
+        raise RuntimeError(f"onnxruntime quantize_static (QDQ, per-channel) failed on this model: "
+                           f"{type(err).__name__}: {str(err)[:600]}") from err
+
+
+def _build_onnx(arm: Arm, model, images, ids, mask, device, workdir: Path, notes: dict):
+    """Export (and with ``int8_static`` quantize) the model, open an onnxruntime session; returns the
+    callable -> output dict. Fills ``notes`` (exporter, quantization)."""
+    import onnxruntime as ort
+    import torch
+
+    f = set(arm.features)
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeError("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
+        providers = ["CUDAExecutionProvider"]
+    path = workdir / f"{arm.name}.onnx"
+    cpu_model = copy.deepcopy(model).cpu() if device.type == "cuda" else model
+    notes["exporter"] = _export_onnx(cpu_model, images.cpu(), ids.cpu(), mask.cpu(), path)
+    if "int8_static" in f:
+        q_path = workdir / f"{arm.name}.int8.onnx"
+        quantize_static_qdq(path, q_path, calibration_feeds(cpu_model, images.shape[0]))
+        notes["quantization"] = (f"onnxruntime quantize_static QDQ of {'/'.join(INT8_STATIC_OPS)}, per-channel QInt8 "
+                                 f"weights, QUInt8 activations, "
+                                 f"MinMax on {CALIBRATION_BATCHES} held-out synthetic batches")
+        path = q_path
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # ORT's idle workers spin after each run by default: interleaved with torch calls in this process
+    # they would steal the cores from the reference and inflate the gain.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(str(path), opts, providers=providers)
+    feeds = {"images": images.cpu().numpy(), "input_ids": ids.cpu().numpy(),
+             "attention_mask": mask.cpu().numpy()}
+    text_mask = mask.cpu() != 0
+
+    def fn():
+        logits, boxes = sess.run(["pred_logits", "pred_boxes"], feeds)
+        return {"pred_logits": torch.from_numpy(logits), "pred_boxes": torch.from_numpy(boxes),
+                "text_mask": text_mask}
+
+    return fn
+
+
 def build_arm(arm: Arm, model, images, ids, mask, device, workdir: Path) -> tuple:
     """(callable -> output dict, set-up seconds, notes). The callable runs one inference forward."""
     import contextlib
@@ -205,64 +313,51 @@ def build_arm(arm: Arm, model, images, ids, mask, device, workdir: Path) -> tupl
     notes: dict = {}
     t0 = time.perf_counter()
     if "onnx" in f:
-        import onnxruntime as ort
-
-        providers = ["CPUExecutionProvider"]
-        if device.type == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise RuntimeError("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
-            providers = ["CUDAExecutionProvider"]
-        path = workdir / f"{arm.name}.onnx"
-        cpu_model = copy.deepcopy(model).cpu() if device.type == "cuda" else model
-        notes["exporter"] = _export_onnx(cpu_model, images.cpu(), ids.cpu(), mask.cpu(), path)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # ORT's idle workers spin after each run by default: interleaved with torch calls in this process
-        # they would steal the cores from the reference and inflate the gain.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sess = ort.InferenceSession(str(path), opts, providers=providers)
-        feeds = {"images": images.cpu().numpy(), "input_ids": ids.cpu().numpy(),
-                 "attention_mask": mask.cpu().numpy()}
-        text_mask = mask.cpu() != 0
-
-        def fn():
-            logits, boxes = sess.run(["pred_logits", "pred_boxes"], feeds)
-            return {"pred_logits": torch.from_numpy(logits), "pred_boxes": torch.from_numpy(boxes),
-                    "text_mask": text_mask}
-
+        fn = _build_onnx(arm, model, images, ids, mask, device, workdir, notes)
         fn()  # first run: session warm-up counts as set-up
         return fn, time.perf_counter() - t0, notes
-    mutating = {"channels_last", "int8", "compile"} & f
+    mutating = {"channels_last", "int8", "compile", "compile_max_autotune", "cuda_graphs"} & f
     m = copy.deepcopy(model) if mutating else model
     if "channels_last" in f:
         m = m.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     if "int8" in f:
-        from torch.ao.quantization import quantize_dynamic
+        # the transform `ovd predict --quantize int8` runs (one path: what the report accepts is what users run)
+        from ovd.batch_predict import prepare_for_inference
 
-        m = quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
+        m = prepare_for_inference(m, "fp32", "int8")
     precision = "bf16" if "bf16" in f else "fp16" if "fp16" in f else "fp32"
     grad = torch.inference_mode if "inference_mode" in f else torch.no_grad
     text_tokens = None
     if "text_cache" in f:
         with torch.no_grad(), autocast(precision, device):
             text_tokens = m.encode_text(ids, mask)
-    if "compile" in f:
+    compile_mode = _compile_mode(f)
+    if compile_mode is not None:
         import os
 
         # a fresh inductor cache: the set-up time is a cold compile, not a cache hit from an earlier run
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(workdir / "inductor-cache")
-        m = torch.compile(m)
+        m = torch.compile(m) if compile_mode == "default" else torch.compile(m, mode=compile_mode)
 
     def fn():
         with grad(), (autocast(precision, device) if precision != "fp32" else contextlib.nullcontext()):
             return m(images, ids, mask, text_tokens=text_tokens)
 
-    if "compile" in f:
+    if compile_mode is not None:
         fn()  # compilation happens on the first call: part of the set-up
+        if compile_mode == "reduce-overhead":
+            fn()  # CUDA graphs are recorded on the second call: set-up too
     return fn, time.perf_counter() - t0, notes
+
+
+def _compile_mode(features: set) -> str | None:
+    """torch.compile mode of an arm's features: "default", "max-autotune", "reduce-overhead" (CUDA graphs)."""
+    if "cuda_graphs" in features:
+        return "reduce-overhead"
+    if "compile_max_autotune" in features:
+        return "max-autotune"
+    return "default" if "compile" in features else None
 
 
 # -- the measurement ---------------------------------------------------------------------------

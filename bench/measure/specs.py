@@ -181,6 +181,7 @@ class AccuracySpec(ModelSpec):
     seed: int = 0
     data_root: str | None = None
     max_images: int = 64  # evaluation images for a factory's predict (built-in synthetic val split)
+    checkpoint_out: str | None = None  # write the trained weights here (the arms' accuracy is judged on them)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -266,7 +267,7 @@ class PeerSpec(ModelSpec):
         _positive_float(o, "poll_s", self.poll_s)
 
 
-ROOFLINE_DTYPES = ("fp32", "tf32", "bf16", "fp16")
+ROOFLINE_DTYPES = ("fp32", "tf32", "bf16", "fp16", "int8")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -31,7 +31,7 @@ def peaks_table(res: Results) -> list[dict]:
                 b = ok_row(res, MACHINE, f"roofline/peak_{dt}_{be}")
                 if b:
                     backends.append(f"{be} {fmt_iqr(b, 1e-9)}")
-            out.append({"dtype": dt, "matmul peak (GFLOP/s)": fmt_iqr(row, 1e-9),
+            out.append({"dtype": dt, "matmul peak (G(FL)OP/s)": fmt_iqr(row, 1e-9),
                         "set by": row.extra.get("backend") or "torch", "per GEMM backend (GFLOP/s)": "; ".join(backends),
                         "best size n": row.extra.get("best_size"), "native": row.extra.get("native"),
                         "threads": row.extra.get("threads"), "processes": row.stats.n if row.stats else 1})
@@ -66,8 +66,9 @@ def roofline_points(res: Results) -> list[dict]:
             if fps is None:
                 continue
             flops = f.value - (text_f.value if ("text_cache" in arm.features and text_f) else 0.0)
+            int8 = "int8" in arm.features or "int8_static" in arm.features
             prec = "bf16" if "bf16" in arm.features else "fp16" if "fp16" in arm.features else \
-                "int8 (fp32-equivalent FLOPs)" if "int8" in arm.features else "fp32"
+                "int8 (fp32-equivalent FLOPs)" if int8 else "fp32"
             pts.append({"label": f"{v} @ arm {name}", "batch": B, "precision": prec, "flops": flops, "fps": fps})
         for row in res.rows:
             if row.variant == v and row.metric.startswith("scaling/batch/") and row.metric.endswith("/fps") \
@@ -96,6 +97,12 @@ def roofline_table(res: Results) -> list[dict]:
             rec["% of fp32 peak"] = f"{100 * frac:.0f}{rng}"
         else:
             rec["% of fp32 peak"] = "no peak measured"
+        # against the peak of the arm's own dtype (int8 arms: the int8 GEMM peak in OP/s; their Linear
+        # layers do the int8 work, the rest stays fp32, so this share is a lower bound of their efficiency)
+        own_dtype = str(p["precision"]).split(" ")[0]
+        own = _peak(res, own_dtype) if own_dtype != "fp32" else p32
+        rec["% of own-dtype peak"] = (f"{100 * achieved / own.value:.0f} ({own_dtype})" if own else
+                                      f"no {own_dtype} peak measured")
         if torch32 and p32 and torch32.value != p32.value:
             rec["% of torch fp32 GEMM peak"] = f"{100 * achieved / torch32.value:.0f}"
         own = p["precision"] if p["precision"] in ("bf16", "fp16") else None

@@ -137,7 +137,8 @@ class TimeBudget(Callback):
 def train_and_evaluate(config: DetectorConfig, data_root: str | None = None, max_time_s: float = 600,
                        eval_every_s: float = 60, seed: int = 0, target_map50: float | None = None,
                        splits=("val", "novel"), progress: bool = True, data_format: str = "flickr30k",
-                       limit: int | None = None, accelerator: str = "auto", out_dir: str | None = None) -> dict:
+                       limit: int | None = None, accelerator: str = "auto", out_dir: str | None = None,
+                       checkpoint_path: str | Path | None = None) -> dict:
     """Train ``config`` for ``max_time_s`` seconds of training time, evaluating on the val split
     every ``eval_every_s`` seconds; then evaluate every split in ``splits`` with both protocols: phrase
     grounding (``<split>/mAP50``, ``<split>/R@1``, ...) and the vocabulary protocol
@@ -146,6 +147,9 @@ def train_and_evaluate(config: DetectorConfig, data_root: str | None = None, max
 
     ``time_to_target_s``: training seconds until the curve's ``val/vocab_mAP50`` (on the first
     :data:`CURVE_VOCAB_IMAGES` val images) reaches ``target_map50``.
+
+    ``checkpoint_path``: where to write the trained weights (the format ``ovd train`` writes and
+    :func:`ovd.training.module.load_checkpoint` reads; weights only), e.g. for judging inference arms on them.
 
     Returns {"curve": [{"seconds", "step", "samples", "val/mAP50", "val/mAP", "val/R@1", "val/vocab_mAP50",
     "val/absent_fp_rate", "val/present_recall", ...}], "final": {"<split>/<metric>": value},
@@ -165,6 +169,9 @@ def train_and_evaluate(config: DetectorConfig, data_root: str | None = None, max
         num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=out_dir or os.getcwd(), **trainer_kwargs(),
     )
     trainer.fit(module, train_dataloaders=dm.train_dataloader())
+    if checkpoint_path is not None:
+        Path(checkpoint_path).parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(checkpoint_path, weights_only=True)
     final = {}
     for split in splits:
         try:

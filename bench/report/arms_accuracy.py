@@ -1,0 +1,144 @@
+"""Inference arms judged by accuracy on a trained checkpoint (rows ``arm_acc/{arm}/{split}/{metric}`` of
+``bench.measure.arms_accuracy``): MLPerf's rule, an arm is accepted when every metric on every split keeps
+>= ``keep`` (99%) of the fp32 reference's value and drops at most ``max_abs_drop`` (0.01) below it."""
+
+from __future__ import annotations
+
+from ..results import Results
+from .format import fmt, md
+
+PREFIX = "arm_acc/"
+REFERENCE = "eager"
+#: metrics judged (vocab_mAP50 only where measured)
+JUDGED = ("mAP50", "R@1", "vocab_mAP50")
+REQUIRED = ("mAP50", "R@1")
+KEEP = 0.99
+MAX_ABS_DROP = 0.01
+
+
+# -- verdict (pure) ----------------------------------------------------------------------------
+
+def accuracy_verdict(ref: dict, arm: dict, keep: float = KEEP, max_abs_drop: float = MAX_ABS_DROP) -> tuple:
+    """Judge an arm against the fp32 reference.
+
+    ``ref`` / ``arm``: {split: {metric: fraction}} (metrics "mAP50", "R@1", optional "vocab_mAP50").
+    Accepted when, on every split of ``ref``, mAP50 and R@1 (and vocab_mAP50 when the reference has it)
+    are each >= ``keep`` x reference AND >= reference - ``max_abs_drop``.
+
+    Returns ("accepted" | "rejected", deltas): deltas = {split: {metric: arm - reference}} (None where the
+    arm has no value) plus, when rejected, deltas["failed"] = ["metric on split: why", ...].
+    """
+    deltas: dict = {}
+    failed: list[str] = []
+    if not ref:
+        return "rejected", {"failed": ["no reference values"]}
+    for split, ref_values in ref.items():
+        arm_values = arm.get(split)
+        deltas[split] = {}
+        if not arm_values:
+            failed.append(f"{split}: no values for this split")
+            continue
+        for metric in JUDGED:
+            r = ref_values.get(metric)
+            if r is None:
+                if metric in REQUIRED:
+                    failed.append(f"{metric} on {split}: no reference value")
+                continue
+            a = arm_values.get(metric)
+            if a is None:
+                deltas[split][metric] = None
+                failed.append(f"{metric} on {split}: not measured")
+                continue
+            deltas[split][metric] = a - r
+            if a < keep * r:
+                failed.append(f"{metric} on {split}: {a:.4f} < {keep:g} x {r:.4f}")
+            elif a < r - max_abs_drop:
+                failed.append(f"{metric} on {split}: {a:.4f} more than {max_abs_drop:g} below {r:.4f}")
+    if failed:
+        deltas["failed"] = failed
+        return "rejected", deltas
+    return "accepted", deltas
+
+
+# -- reading the rows ------------------------------------------------------------------------
+
+def collect(res: Results) -> dict:
+    """{variant: {arm: {split: {metric: value | None}}}} of the arm_acc rows (None: not ok), plus per arm
+    the first non-ok row's reason under the key "_reason"."""
+    out: dict = {}
+    for r in res.rows:
+        if not r.metric.startswith(PREFIX):
+            continue
+        parts = r.metric[len(PREFIX):].split("/")
+        if len(parts) != 3:
+            continue
+        arm, split, metric = parts
+        rec = out.setdefault(r.variant, {}).setdefault(arm, {})
+        ok = r.status == "ok" and r.value is not None
+        rec.setdefault(split, {})[metric] = r.value if ok else None
+        if not ok:
+            rec.setdefault("_reason", f"{r.status}: {r.error or ''}")
+    return out
+
+
+def _values(rec: dict) -> dict:
+    """{split: {metric: value}} without the missing ones."""
+    return {s: {m: v for m, v in ms.items() if v is not None} for s, ms in rec.items() if not s.startswith("_")}
+
+
+def accepted_arms(res: Results) -> dict:
+    """{arm: accepted?} for every non-reference arm with arm_acc rows (first variant that has them)."""
+    data = collect(res)
+    if not data:
+        return {}
+    arms = next(iter(data.values()))
+    ref = _values(arms.get(REFERENCE, {}))
+    return {name: accuracy_verdict(ref, _values(rec))[0] == "accepted"
+            for name, rec in arms.items() if name != REFERENCE}
+
+
+def _delta_text(deltas: dict, split: str) -> str:
+    parts = [f"{m} {d:+.4f}" for m, d in (deltas.get(split) or {}).items() if d is not None]
+    return ", ".join(parts) or "-"
+
+
+def arms_accuracy_table(res: Results) -> list[dict]:
+    """One row per (variant, arm, split): the metrics, delta vs fp32 and the arm's verdict (over all splits)."""
+    rows = []
+    data = collect(res)
+    for variant, arms in data.items():
+        ref = _values(arms.get(REFERENCE, {}))
+        for name, rec in arms.items():
+            values = _values(rec)
+            if name == REFERENCE:
+                verdict, deltas = "reference (fp32)", {}
+            elif rec.get("_reason") and not any(values.values()):
+                verdict, deltas = rec["_reason"][:160], {}
+            else:
+                verdict, deltas = accuracy_verdict(ref, values)
+                if verdict == "rejected":
+                    verdict += ": " + "; ".join(deltas.get("failed", []))[:200]
+            for split in (s for s in rec if not s.startswith("_")):
+                v = values.get(split, {})
+                row = {"arm": name, "split": split, "mAP50": fmt(v.get("mAP50")), "R@1": fmt(v.get("R@1")),
+                       "vocab mAP50": fmt(v.get("vocab_mAP50")),
+                       "delta vs fp32": "-" if name == REFERENCE else _delta_text(deltas, split),
+                       "verdict": verdict}
+                if len(data) > 1:
+                    row = {"variant": variant, **row}
+                rows.append(row)
+    return rows
+
+
+def arms_accuracy_section(res: Results) -> list[str]:
+    """Markdown lines of the accuracy-judged arms section; [] when there is no arm_acc row."""
+    table = arms_accuracy_table(res)
+    if not table:
+        return []
+    return ["\n## Inference arms judged by accuracy\n",
+            f"An arm is accepted when mAP50 and R@1 (and vocabulary mAP50) on every split keep >= {KEEP:.0%} of "
+            f"the fp32 eager reference and drop at most {MAX_ABS_DROP:g} below it (MLPerf's rule for "
+            "reduced-precision inference). Accuracy numbers come from the trained optimized-tiny checkpoint "
+            "(the same evaluation code under each arm; int8 is `ovd predict --quantize int8`'s transform); the "
+            "speed column of the arms table comes from the full-size optimized variant.\n",
+            md(table)]
