@@ -130,7 +130,10 @@ def cmd_run(args) -> int:
     if user_models:
         profile = add_user_models(profile, user_models)
     extras = parse_extras(args.extras)
-    profile = with_overrides(profile, repeats=args.repeats, accuracy_budget_s=args.accuracy_budget, extras=extras)
+    if args.sweep:  # the saturating batch sweep on top of whatever extras the profile (or --extras) runs
+        extras = tuple(dict.fromkeys((*(profile.extras if extras is None else extras), "sweep")))
+    profile = with_overrides(profile, repeats=args.repeats, accuracy_budget_s=args.accuracy_budget, extras=extras,
+                             train_batch=args.train_batch, infer_batch=args.infer_batch)
     if args.no_accuracy:
         import dataclasses
 
@@ -163,8 +166,16 @@ def cmd_run(args) -> int:
         env["global_overrides"] = _overrides(args.set)
     log(f"profile {name}: {len(profile.names())} variants, {profile.repeats} repeats, {threads} threads, extras "
         f"{','.join(profile.extras) or 'none'} -> {out}")
-    results = run_profile(profile, out, threads, args.device, resume=args.resume, command=command, environment=env,
-                          resume_any=args.resume_any)
+    if args.time_limit is not None and args.time_limit <= 0:
+        raise UsageError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
+    _terminate_as_interrupt()  # `timeout` / a scheduler's SIGTERM: write the partial report, then stop
+    try:
+        results = run_profile(profile, out, threads, args.device, resume=args.resume, command=command,
+                              environment=env, resume_any=args.resume_any,
+                              time_limit_s=args.time_limit if args.time_limit is not None else profile.time_limit_s)
+    except KeyboardInterrupt:
+        _partial_report(out, accuracy)
+        raise
     report = render(results, out, accuracy=accuracy)
     log(f"report: {report}")
     errors = [r for r in results.rows if r.status == "error"]
@@ -172,6 +183,30 @@ def cmd_run(args) -> int:
         log(f"{len(errors)} metrics failed (recorded in results.json and the report)")
     log(f"run folder: {out}")
     return 0
+
+
+def _terminate_as_interrupt() -> None:
+    import signal
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _partial_report(out: Path, accuracy) -> None:
+    """After Ctrl-C or SIGTERM: REPORT.md from the measurements saved so far (marked INCOMPLETE)."""
+    from .report import render
+    from .results import Results
+    from .runner import log
+
+    path = Path(out) / "results.json"
+    if not path.exists():
+        return
+    try:
+        log(f"partial report: {render(Results.load(path), out, accuracy=accuracy)}")
+    except Exception as err:  # noqa: BLE001  (the measurements are safe in results.json either way)
+        log(f"partial report not written ({type(err).__name__}: {err}); results are in {path}")
 
 
 def cmd_report(args) -> int:
@@ -239,6 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--repeats", type=int, help="override the profile's repeat count")
     r.add_argument("--threads", type=int, help="torch threads per measurement (default: the profile's, else all cores)")
     r.add_argument("--accuracy-budget", type=float, help="training seconds per accuracy run")
+    r.add_argument("--train-batch", type=int, help="override the profile's common training batch")
+    r.add_argument("--infer-batch", type=int, help="override the profile's inference batch (batch 1 is always measured)")
+    r.add_argument("--sweep", action="store_true",
+                   help="add the saturating batch sweep (inference and training, the pair, doubling batches until "
+                        "out of memory or throughput gains < 5%% twice)")
+    r.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="stop starting measurements that would end past this many seconds; the report is marked "
+                        "INCOMPLETE and lists what was not run (finish with --resume)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda")
     r.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="config override for every variant, e.g. text.pretrained=false (recorded in the results)")

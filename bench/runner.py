@@ -54,7 +54,7 @@ def plan(profile: Profile) -> list[Task]:
     the pair, up to ``pair_repeats``; the pair's ``train_loop`` rides the first ``train_loop_repeats``
     rounds), accuracy runs (seed-major: A0 B0 A1 B1 ...)."""
     p = profile
-    tasks: list[Task] = []
+    tasks: list[Task] = _sweep_and_ceiling(p)  # first: on a short GPU window they are what matters most
     for v in p.static_variants:
         tasks.append(Task(f"static:{v}", v, ["params", "flops"], {"flops": {"batch_size": 1}}))
     for v in p.memory_variants:
@@ -124,11 +124,41 @@ def plan(profile: Profile) -> list[Task]:
                     sp = {"axis": axis, "value": value, "batch_size": p.scaling_batch, "warmup": p.scaling_warmup,
                           "iters": p.scaling_iters}
                     tasks.append(Task(f"scaling:{axis}={value}:{r}", p.extras_variant, ["scaling"], {"scaling": sp}, r))
+    judged = p.arms_accuracy_variant if p.arms_accuracy and p.accuracy_seeds else None
+    checkpoint = f"checkpoints/{judged}-seed{p.accuracy_seeds[0]}.ckpt" if judged else None
     for i, seed in enumerate(p.accuracy_seeds):
         for v in p.accuracy_variants:
             acc = {"budget_s": p.accuracy_budget_s, "target_map50": p.accuracy_target_map50,
                    "eval_every_s": min(p.accuracy_eval_every_s, p.accuracy_budget_s / 2), "seed": int(seed)}
+            if v == judged and i == 0:
+                acc["checkpoint_out"] = checkpoint  # relative to the run folder (run_task resolves it)
             tasks.append(Task(f"accuracy:{v}:{seed}", v, ["accuracy"], {"accuracy": acc}, i))
+    if judged:
+        # the checkpoint, not the variant, is the model: no preset keys reach the measurement's spec
+        aa = {"checkpoint": checkpoint, "arms": list(p.arms_accuracy), "max_images": p.arms_accuracy_images}
+        tasks.append(Task(f"arms_accuracy:{judged}", None, ["arms_accuracy"], {"arms_accuracy": aa}, label=judged))
+    return tasks
+
+
+def _sweep_and_ceiling(p: Profile) -> list[Task]:
+    """The saturating batch sweep (per variant and mode, ``sweep_repeats`` interleaved rounds) and the backbone
+    ceiling (``ceiling_repeats`` rounds), when the profile's extras name them."""
+    tasks = []
+    extras = set(p.extras)
+    sweep_variants = p.sweep_variants or p.pair
+    ceiling_variants = p.ceiling_variants or p.pair
+    rounds = max(p.sweep_repeats if "sweep" in extras else 0, p.ceiling_repeats if "ceiling" in extras else 0)
+    for r in range(rounds):
+        if "sweep" in extras and r < p.sweep_repeats:
+            for v in sweep_variants:
+                for mode in p.sweep_modes:
+                    sw = {"mode": mode, "max_batch": p.sweep_max_batch, "warmup": p.sweep_warmup,
+                          "iters": p.sweep_iters}
+                    tasks.append(Task(f"sweep:{v}:{mode}:{r}", v, ["sweep"], {"sweep": sw}, r))
+        if "ceiling" in extras and r < p.ceiling_repeats:
+            for v in ceiling_variants:
+                ce = {"batch_size": p.ceiling_batch or p.infer_batch, "rounds": p.ceiling_rounds}
+                tasks.append(Task(f"ceiling:{v}:{r}", v, ["ceiling"], {"ceiling": ce}, r))
     return tasks
 
 
@@ -161,10 +191,30 @@ def child_env(threads: int) -> dict:
     return env
 
 
-def run_task(task: Task, threads: int, device: str, timeout_s: float) -> dict:
-    """Run one task in a fresh ``python -m bench.worker`` process; always returns an outcome dict."""
+#: task parameters that name a file in the run folder (relative in the plan and in results.json)
+RUN_FOLDER_PATHS = ("checkpoint_out", "checkpoint")
+
+
+def _in_run_folder(params: dict, out_dir: str | Path | None) -> dict:
+    """``params`` with every relative RUN_FOLDER_PATHS value resolved against ``out_dir``."""
+    if out_dir is None:
+        return params
+    resolved = {}
+    for name, p in params.items():
+        p = dict(p) if isinstance(p, dict) else p
+        if isinstance(p, dict):
+            for key in RUN_FOLDER_PATHS:
+                if isinstance(p.get(key), str) and not Path(p[key]).is_absolute():
+                    p[key] = str(Path(out_dir).resolve() / p[key])
+        resolved[name] = p
+    return resolved
+
+
+def run_task(task: Task, threads: int, device: str, timeout_s: float, out_dir: str | Path | None = None) -> dict:
+    """Run one task in a fresh ``python -m bench.worker`` process; always returns an outcome dict.
+    Relative file parameters (``RUN_FOLDER_PATHS``) are resolved against ``out_dir`` for the worker only."""
     var = get_variant(task.variant).to_dict() if task.variant is not None else None
-    spec = {"measurements": task.measurements, "variant": var, "params": task.params,
+    spec = {"measurements": task.measurements, "variant": var, "params": _in_run_folder(task.params, out_dir),
             "threads": threads, "device": device}
     with tempfile.TemporaryDirectory(prefix="ovd-bench-") as tmp:
         spec_path, out_path = Path(tmp, "spec.json"), Path(tmp, "out.json")
@@ -201,7 +251,7 @@ def rebuild_rows(results: Results) -> None:
         kind = tid.split(":")[0]
         for m, o in out.get("outcomes", {}).items():
             label = "memory_train_preset" if kind == "memory_train_preset" else m
-            if kind in ("scaling", "arms", "dataparallel"):
+            if kind in ("scaling", "arms", "dataparallel", "sweep"):
                 # one group per point / arms process kind, so a failed point is its own error row
                 label = tid.rsplit(":", 1)[0] if t.get("repeat") is not None else tid
             groups.setdefault((t["variant"], label, m), []).append(o)
@@ -247,13 +297,17 @@ def _foreign_tasks(done: dict, current: dict) -> dict:
 
 def run_profile(profile: Profile, out_dir: str | Path, threads: int, device: str = "auto",
                 resume: str | Path | None = None, command: str = "", environment: dict | None = None,
-                resume_any: bool = False) -> Results:
+                resume_any: bool = False, time_limit_s: float | None = None) -> Results:
     """Run every task of ``profile`` and write ``out_dir/results.json`` after each one.
 
     ``resume``: a folder whose ``results.json`` tasks that finished ok are kept, not re-run. They must have
     been measured on the current commit and source hash (``bench.env.provenance``), else
     :class:`bench.errors.UsageError`; ``resume_any=True`` keeps them anyway. The results' environment
-    records ``source_hashes`` and ``git_commits`` (sorted, over every task) so a mixed file says so."""
+    records ``source_hashes`` and ``git_commits`` (sorted, over every task) so a mixed file says so.
+
+    ``time_limit_s``: wall seconds for the whole run; a task is not started when the estimate of its own
+    time would take the run past the limit (the tasks left are listed as not run; the report marks the run
+    INCOMPLETE and ``--resume`` finishes it). The planned task ids are recorded in ``profile["planned_tasks"]``."""
     from .env import provenance
 
     out_dir = Path(out_dir)
@@ -274,6 +328,7 @@ def run_profile(profile: Profile, out_dir: str | Path, threads: int, device: str
                       command=command,
                       variants={n: get_variant(n).to_dict() for n in profile.names()})
     tasks = plan(profile)
+    results.profile["planned_tasks"] = [t.id for t in tasks]
     if any(t.variant is None and t.row_label == MACHINE for t in tasks):
         results.variants[MACHINE] = dict(MACHINE_SPEC)  # so reports find the roofline rows' group
     results.tasks.update(done)
@@ -284,7 +339,13 @@ def run_profile(profile: Profile, out_dir: str | Path, threads: int, device: str
         if task.id in done:
             log(f"[{i}/{total}] {task.id}: already in {resume}, skipped")
             continue
-        out = run_task(task, threads, device, profile.timeout_s)
+        if time_limit_s is not None and _past_limit(task, finished, time.perf_counter() - t_start, time_limit_s):
+            left = [t.id for t in tasks[i - 1:] if t.id not in done]
+            log(f"time limit {time_limit_s:.0f} s: {len(left)} tasks not started ({', '.join(left[:5])}"
+                f"{' ...' if len(left) > 5 else ''}); the report is marked INCOMPLETE, finish with --resume {out_dir}")
+            results.environment["stopped_by_time_limit_s"] = time_limit_s
+            break
+        out = run_task(task, threads, device, profile.timeout_s, out_dir)
         results.tasks[task.id] = out
         finished.setdefault(task.kind, []).append(out["wall_seconds"])
         errors = [f"{m}: {o.get('error')}" for m, o in out.get("outcomes", {}).items() if o.get("status") != "ok"]
@@ -301,6 +362,20 @@ def run_profile(profile: Profile, out_dir: str | Path, threads: int, device: str
     results.environment["suite_seconds"] = time.perf_counter() - t_start
     results.save(path)
     return results
+
+
+def _past_limit(task: Task, finished: dict[str, list[float]], elapsed: float, limit: float) -> bool:
+    """Would ``task`` end past ``limit``? Its estimate: the mean of finished tasks of its kind, else 0 (a
+    first task of a kind always gets its chance while time is left)."""
+    same = finished.get(task.kind) or []
+    estimate = sum(same) / len(same) if same else 0.0
+    return elapsed >= limit or elapsed + estimate > limit
+
+
+def missing_tasks(results: Results) -> list[str]:
+    """Planned task ids with no recorded outcome (a run cut short by a time limit, Ctrl-C or a kill)."""
+    planned = results.profile.get("planned_tasks") or []
+    return [t for t in planned if t not in results.tasks]
 
 
 def _record_provenance(results: Results) -> None:

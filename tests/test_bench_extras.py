@@ -280,7 +280,9 @@ def test_profiles_and_extras_flag():
     assert not [t for t in plan(get_profile("quick")) if t.id.split(":")[0] in
                 ("peer_speed", "arms", "scaling", "peer_static")]
     assert [t for t in plan(get_profile("quick")) if t.id.startswith("roofline:")]
-    assert set(get_profile("default").extras) == set(EXTRAS) == set(get_profile("full").extras)
+    assert set(EXTRAS) == set(get_profile("full").extras)
+    # the CPU default leaves the peers and the scaling curves to `full` (they cost about 4 min on 2 cores)
+    assert set(get_profile("default").extras) == set(EXTRAS) - {"peers", "scaling"}
     assert parse_extras("peers, roofline") == ("peers", "roofline")
     assert parse_extras("none") == () and parse_extras("all") == EXTRAS and parse_extras(None) is None
     with pytest.raises(ValueError):

@@ -3,11 +3,13 @@ the roofline as the machine's own measurement; the progress estimate."""
 
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 
 import bench.runner as runner
 from bench.env import provenance
+from bench.errors import UsageError
 from bench.profiles import PROFILES, get_profile, restrict, with_overrides
 from bench.results import Results
 from bench.runner import MACHINE, Task, estimate_seconds_left, plan, rebuild_rows, run_profile
@@ -65,10 +67,10 @@ def test_train_loop_off_by_default_and_in_the_accuracy_profile():
     assert not any(t.kind == "train_loop" for t in plan(p))
 
 
-def test_accuracy_profile_trains_each_variant_with_three_seeds_interleaved():
+def test_accuracy_profile_trains_each_variant_with_several_seeds_interleaved():
     p = get_profile("accuracy")
     acc = [t for t in plan(p) if t.kind == "accuracy"]
-    assert len(p.accuracy_seeds) >= 3
+    assert len(p.accuracy_seeds) >= 2  # a spread needs two; a third costs 25 min on 2 cores (the profile says so)
     for v in p.accuracy_variants:
         seeds = [t.params["accuracy"]["seed"] for t in acc if t.variant == v]
         assert sorted(seeds) == sorted(p.accuracy_seeds)
@@ -117,20 +119,82 @@ def test_estimate_uses_the_same_kind_then_all_tasks():
     assert estimate_seconds_left(remaining, finished) == pytest.approx(15 + 15 + 11)
 
 
-def test_progress_line_shows_done_total_and_time_left(tmp_path, monkeypatch, capsys):
-    now = provenance()
-
-    def fake_run_task(task, threads, device, timeout_s):
-        return {"status": "ok", "wall_seconds": 2.0, "environment": dict(now),
+def _fake_run_task(now, seconds=2.0, clock=None):
+    def fake_run_task(task, threads, device, timeout_s, out_dir=None):
+        if clock is not None:
+            clock[0] += seconds  # a fake perf_counter advanced by the "measurement"
+        return {"status": "ok", "wall_seconds": seconds, "environment": dict(now),
                 "outcomes": {m: {"status": "ok", "rows": [{"metric": "params/total", "value": 1.0, "unit": ""}]}
                              for m in task.measurements},
                 "task": {"id": task.id, "variant": task.row_label, "measurements": task.measurements,
                          "repeat": task.repeat, "params": task.params}}
+    return fake_run_task
 
-    monkeypatch.setattr(runner, "run_task", fake_run_task)
+
+def test_time_limit_stops_starting_tasks_and_the_report_says_incomplete(tmp_path, monkeypatch, capsys):
+    from bench.report.provenance import incomplete_lines
+
+    clock = [0.0]
+    monkeypatch.setattr(runner, "run_task", _fake_run_task(provenance(), seconds=10.0, clock=clock))
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: clock[0])
+    p = with_overrides(get_profile("quick"), static_variants=("baseline-tiny", "optimized-tiny", "baseline-tiny+sdpa"),
+                       memory_variants=(), speed_variants=(), extras=(), repeats=0, train_loop_steps=0)
+    # 10 s per task, 25 s allowed: the third would end at 30 s, so it is not started
+    res = run_profile(p, tmp_path, threads=1, time_limit_s=25)
+    assert sorted(res.tasks) == ["static:baseline-tiny", "static:optimized-tiny"]
+    assert res.profile["planned_tasks"] == [f"static:{v}" for v in p.static_variants]
+    assert res.environment["stopped_by_time_limit_s"] == 25
+    assert "not started" in capsys.readouterr().err
+    banner = "\n".join(incomplete_lines(Results.load(tmp_path / "results.json")))
+    assert "INCOMPLETE" in banner and "`static:baseline-tiny+sdpa`" in banner
+
+
+def test_progress_line_shows_done_total_and_time_left(tmp_path, monkeypatch, capsys):
+    now = provenance()
+    monkeypatch.setattr(runner, "run_task", _fake_run_task(now))
     p = with_overrides(get_profile("quick"), static_variants=("baseline-tiny", "optimized-tiny", "baseline-tiny+sdpa"),
                        memory_variants=(), speed_variants=(), extras=(), repeats=0, train_loop_steps=0)
     res = run_profile(p, tmp_path, threads=1)
     err = capsys.readouterr().err
     assert "done 1/3" in err and "about 4 s left" in err and "done 3/3" in err
     assert res.environment["source_hashes"] == [now["source_hash"]]
+
+
+def test_arms_accuracy_judges_the_checkpoint_the_first_seed_writes():
+    p = get_profile("accuracy")
+    tasks = plan(p)
+    writer = [t for t in tasks if t.kind == "accuracy" and t.params["accuracy"].get("checkpoint_out")]
+    judge = [t for t in tasks if t.kind == "arms_accuracy"]
+    assert len(writer) == 1 and len(judge) == 1
+    assert writer[0].id == f"accuracy:{p.arms_accuracy_variant}:{p.accuracy_seeds[0]}"
+    assert judge[0].params["arms_accuracy"]["checkpoint"] == writer[0].params["accuracy"]["checkpoint_out"]
+    assert not Path(judge[0].params["arms_accuracy"]["checkpoint"]).is_absolute()  # no machine path in results
+    assert tasks.index(judge[0]) > tasks.index(writer[0])
+    assert judge[0].variant is None and judge[0].row_label == p.arms_accuracy_variant
+
+
+def test_run_folder_paths_resolve_for_the_worker_only(tmp_path):
+    from bench.runner import _in_run_folder
+
+    params = {"arms_accuracy": {"checkpoint": "checkpoints/x.ckpt", "max_images": 4}}
+    out = _in_run_folder(params, tmp_path)
+    assert out["arms_accuracy"]["checkpoint"] == str(tmp_path.resolve() / "checkpoints/x.ckpt")
+    assert params["arms_accuracy"]["checkpoint"] == "checkpoints/x.ckpt"  # the recorded plan is untouched
+
+
+def test_sweep_and_ceiling_come_first_in_the_gpu_profile():
+    p = get_profile("gpu")
+    kinds = [t.kind for t in plan(p)]
+    first_other = next(i for i, k in enumerate(kinds) if k not in ("sweep", "ceiling"))
+    assert set(kinds[:first_other]) == {"sweep", "ceiling"}
+    assert kinds.count("sweep") == p.sweep_repeats * len(p.pair) * len(p.sweep_modes)
+    assert p.time_limit_s is not None and p.time_limit_s <= 480
+
+
+def test_profile_rejects_bad_batches():
+    from bench.profiles import with_overrides
+
+    with pytest.raises(UsageError, match="train_batch and infer_batch"):
+        with_overrides(get_profile("quick"), train_batch=0)
+    with pytest.raises(UsageError, match="arms_accuracy_variant"):
+        with_overrides(get_profile("accuracy"), accuracy_variants=("baseline-tiny",))

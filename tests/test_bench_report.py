@@ -280,7 +280,8 @@ def test_peer_targets_at_every_batch():
 # -- 4. layering and tables ------------------------------------------------------------------------
 
 LAYER = {"format": 0, "judge": 1, "accuracy_data": 1, "provenance": 1, "plots": 2, "seed": 3, "tables": 3,
-         "accuracy": 3, "peers": 3, "roofline": 3, "scaling": 3, "arms": 3, "dataparallel": 3, "__init__": 4}
+         "accuracy": 3, "peers": 3, "roofline": 3, "scaling": 3, "arms": 3, "dataparallel": 3, "sweep": 3, "ceiling": 3,
+         "arms_accuracy": 3, "__init__": 4}
 
 
 def test_report_modules_import_downward_only():
@@ -321,3 +322,70 @@ def test_bars_separate_model_sizes_and_draw_the_claim(tmp_path):
     assert plots.claim_levels(res, tiny, 2.0) == {"optimized-tiny": 132.0}
     assert plots.bar_panels(res, "infer/fps_b4", "images/s", tmp_path, "fps.png", 2.0) == "fps.png"
     assert (tmp_path / "fps.png").stat().st_size > 5000
+
+
+# -- issue 11: the recommendation line, issue 9: the peak-batch seed rows, INCOMPLETE -----------------
+
+def _arm_rows(gains: dict, parity: dict):
+    rows = []
+    for name, samples in gains.items():
+        rows.append(row("optimized", f"arm/{name}/gain", samples, "x"))
+        rows.append(row("optimized", f"arm/{name}/parity_ok", [1.0 if parity.get(name) else 0.0]))
+    return rows
+
+
+def _judged(bf16_ok: bool):
+    ref = {"mAP50": 0.90, "R@1": 0.92}
+    bf16 = ref if bf16_ok else {"mAP50": 0.80, "R@1": 0.92}
+    int8 = {"mAP50": 0.70, "R@1": 0.60}  # rejected
+    rows = []
+    for arm, vals in (("eager", ref), ("bf16-autocast", bf16), ("int8-dynamic", int8)):
+        for metric, value in vals.items():
+            rows.append(row("optimized-tiny", f"arm_acc/{arm}/val/{metric}", [value], "mAP"))
+    return planted(rows)
+
+
+def test_recommendation_is_the_fastest_accepted_arm():
+    from bench.report import recommendation
+
+    res = planted(_arm_rows({"bf16-autocast": [2.9, 3.0, 3.1], "int8-dynamic": [3.5, 3.6, 3.7],
+                             "inference-mode": [1.05, 1.1, 1.15], "channels-last": [1.3, 1.4, 1.5]},
+                            parity={"inference-mode": True, "channels-last": False}))
+    line = recommendation(res, _judged(bf16_ok=True))
+    # int8 is faster but lost accuracy on the trained checkpoint; bf16 kept it
+    assert "`bf16-autocast`" in line and "[2.95, 3.05]" in line and "--precision bf16" in line
+    line = recommendation(res, _judged(bf16_ok=False))
+    # no reduced arm accepted: the fastest fp32 arm within parity (channels-last is outside it)
+    assert "`inference-mode`" in line
+    assert "no arm beyond fp32 eager" in recommendation(planted([]), _judged(bf16_ok=True))
+
+
+def test_peak_batch_table_grades_each_variant_at_its_own_peak():
+    from bench.report.seed import CLAIMS
+    from bench.report.sweep import PEAK_CLAIMS, peak_batch_table
+
+    assert {m: c[2] for m, c in PEAK_CLAIMS.items()} == {"train": CLAIMS["train"].ratio, "infer": CLAIMS["infer"].ratio}
+    rows = [row("baseline", "sweep/infer/throughput_b1", [10, 10, 10], "images/s"),
+            row("baseline", "sweep/infer/throughput_b2", [12, 12.5, 13], "images/s"),
+            row("baseline", "sweep/infer/throughput_b4", [11, 11, 11], "images/s"),
+            row("optimized", "sweep/infer/throughput_b1", [20, 20, 20], "images/s"),
+            row("optimized", "sweep/infer/throughput_b8", [40, 41, 42], "images/s")]
+    table = peak_batch_table(planted(rows), "baseline", "optimized")
+    assert len(table) == 1  # no train sweep
+    t = table[0]
+    assert "(b2)" in t["Before (peak batch)"] and "(b8)" in t["After (peak batch)"]
+    assert t["Verdict"] == "holds"  # 41/12.5 = 3.3x, interval [40/13, 42/12] above 2
+
+
+def test_incomplete_banner_lists_what_was_not_run():
+    from bench.report.provenance import incomplete_lines
+
+    res = planted([], profile={"planned_tasks": ["static:a", "speed:a:0", "speed:a:1"]},
+                  environment={"stopped_by_time_limit_s": 480.0, "suite_seconds": 470.0},
+                  tasks={"static:a": {"status": "ok"}})
+    text = "\n".join(incomplete_lines(res))
+    assert "INCOMPLETE" in text and "2 of 3" in text and "`speed:a:1`" in text and "480 s" in text
+    res.tasks.update({"speed:a:0": {}, "speed:a:1": {}})
+    assert incomplete_lines(res) == []
+    # killed before the end (no suite_seconds), nothing missing yet recorded: still flagged
+    assert incomplete_lines(planted([], profile={"planned_tasks": ["x"]}, tasks={"x": {}})) != []

@@ -29,6 +29,11 @@ MEASUREMENTS = {
     "arms": ("bench.measure.arms", "measure"),
     # issue 14: data-parallel scaling of `ovd train`
     "dataparallel": ("bench.measure.dataparallel", "measure"),
+    # issue 9: saturating batch sweep, the backbone ceiling
+    "sweep": ("bench.measure.sweep", "measure"),
+    "ceiling": ("bench.measure.ceiling", "measure"),
+    # issue 11: inference arms judged by accuracy on a trained checkpoint
+    "arms_accuracy": ("bench.measure.arms_accuracy", "measure"),
 }
 
 

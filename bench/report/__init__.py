@@ -6,7 +6,9 @@ Layers, each importing only the ones below it:
    ``accuracy_data`` (training runs per seed, curves), ``provenance`` (commit, source hash);
 2. ``plots`` (PNGs from results or prepared data);
 3. one module per section: ``seed`` (the seed table), ``tables`` (parameters, ablation, breakdown,
-   latency, failures, machine), ``accuracy``, ``peers``, ``roofline``, ``scaling``, ``arms``, ``dataparallel``;
+   latency, failures, machine), ``accuracy``, ``peers``, ``roofline``, ``scaling``, ``arms``, ``dataparallel``,
+   ``sweep`` (batch sweep, seed speed claims at each variant's peak batch), ``ceiling`` (backbone alone),
+   ``arms_accuracy`` (arms judged on a trained checkpoint);
 4. :func:`render` (this module), which nothing in the package imports.
 """
 
@@ -17,9 +19,12 @@ from pathlib import Path
 from ..results import Results
 from . import arms, dataparallel, peers, plots, provenance, roofline, scaling, seed, tables
 from .accuracy import accuracy_section
+from .arms_accuracy import accepted_arms, arms_accuracy_section
+from .ceiling import ceiling_section
 from .format import infer_batch, md
 from .judge import ratio_interval, verdict
 from .seed import seed_table
+from .sweep import sweep_section
 
 __all__ = ["ratio_interval", "render", "seed_table", "verdict"]
 
@@ -29,8 +34,9 @@ PLOT_CLAIMS = {"train/samples_per_s": seed.CLAIMS["train"].ratio, "memory/train_
 
 def _header(res: Results, acc_res: Results | None) -> list[str]:
     env, prof = res.environment, res.profile
-    parts = [f"# ovd-bench report: {env.get('machine_kind', '?')}, profile `{prof.get('name', '?')}`\n\n",
-             "\n".join(provenance.lines(res, "Measured by")) + "\n"]
+    parts = [f"# ovd-bench report: {env.get('machine_kind', '?')}, profile `{prof.get('name', '?')}`\n\n"]
+    parts += [line + "\n\n" for line in provenance.incomplete_lines(res)]
+    parts.append("\n".join(provenance.lines(res, "Measured by")) + "\n")
     if acc_res is not None:
         parts.append("\n" + "\n".join(provenance.lines(acc_res, "Training Time and mAP rows and the accuracy "
                                                                 "section come from the accuracy run")) + "\n")
@@ -87,6 +93,59 @@ def _footer(res: Results, pngs: list[str]) -> list[str]:
     return parts
 
 
+#: how `ovd predict` runs an arm's numerics (None: predict has no switch for it)
+PREDICT_FLAGS = {"fp32": "", "bf16": "--precision bf16", "int8": "--quantize int8", "int8_static": None,
+                 "fp16": None}
+
+
+def _numerics(features) -> str:
+    """The arm's arithmetic: what the accuracy verdict is about (inference_mode, text_cache, compile and
+    layout change no number beyond fp32 rounding; their parity column says so)."""
+    f = set(features)
+    for key in ("int8_static", "int8", "bf16", "fp16"):
+        if key in f:
+            return key
+    return "fp32"
+
+
+def recommendation(res: Results, acc_src: Results) -> str:
+    """The fastest arm this machine can ship: fp32 arms within fp32 parity, reduced-precision arms whose
+    arithmetic kept the trained checkpoint's accuracy (``acc_src``'s accuracy-judged arms); its gain over fp32
+    eager with the interval, and how `ovd predict` runs it."""
+    from ..measure.arms import ARMS, REFERENCE
+    from .format import extras_variant, fmt, ok_row
+
+    judged = accepted_arms(acc_src)  # {"bf16-autocast": True, "int8-dynamic": False, ...}
+    by_numerics = {_numerics(ARMS[a].features): ok for a, ok in judged.items() if a in ARMS}
+    v = extras_variant(res)
+    best = None
+    for name, arm in ARMS.items():
+        g = ok_row(res, v, f"arm/{name}/gain")
+        if name == REFERENCE or g is None:
+            continue
+        kind = _numerics(arm.features)
+        if kind == "fp32":
+            parity = ok_row(res, v, f"arm/{name}/parity_ok")
+            if not parity or parity.value != 1.0:
+                continue
+        elif not by_numerics.get(kind):
+            continue
+        if best is None or g.value > best[1].value:
+            best = (name, g, kind)
+    if best is None:
+        return ("**Recommendation**: no arm beyond fp32 eager is both faster and accepted in these results "
+                "(reduced-precision arms need the accuracy run's verdicts: pass --accuracy).")
+    name, g, kind = best
+    q = f" [{fmt(g.stats.q1)}, {fmt(g.stats.q3)}]" if g.stats and g.stats.n > 1 else " (one process: no interval)"
+    flag = PREDICT_FLAGS.get(kind)
+    how = (f"`ovd predict ... {flag}`" if flag else "`ovd predict` (fp32, its default)") if flag is not None else \
+        "not available in `ovd predict` yet (the suite's arm only)"
+    basis = "outputs within fp32 parity" if kind == "fp32" else \
+        "accepted on the trained checkpoint (section below)"
+    return (f"**Recommendation for this machine**: `{name}` ({ARMS[name].description}), {fmt(g.value)}x{q} the "
+            f"throughput of fp32 eager `{v}`, {basis}; run it with {how}.")
+
+
 def render(res: Results, out_dir: str | Path, accuracy: Results | None = None) -> Path:
     """Write ``out_dir/REPORT.md`` and its PNGs from ``res``; returns the REPORT.md path.
 
@@ -98,12 +157,17 @@ def render(res: Results, out_dir: str | Path, accuracy: Results | None = None) -
     pngs = plots.bar_plots(res, out_dir, PLOT_CLAIMS | {f"infer/fps_b{infer_batch(res)}": seed.CLAIMS["infer"].ratio})
     bd = plots.breakdown_plot(res, out_dir, tables.BREAKDOWN)
     pngs += [bd] if bd else []
-    parts = _header(res, acc_res) + _seed_section(res, acc_res) + _main_sections(res)
+    parts = _header(res, acc_res) + _seed_section(res, acc_res) + sweep_section(res, seed.pair(res))
+    parts += ceiling_section(res) + _main_sections(res)
     if acc_res is not None:
         parts += accuracy_section(acc_res, out_dir, label="From the accuracy run")
     else:
         parts += accuracy_section(res, out_dir)
-    parts += peers.section(res) + roofline.section(res) + scaling.section(res, out_dir) + arms.section(res)
+    parts += peers.section(res) + roofline.section(res) + scaling.section(res, out_dir)
+    arms_parts = arms.section(res)
+    if arms_parts:
+        arms_parts.insert(1, recommendation(res, acc_res if acc_res is not None else res) + "\n\n")
+    parts += arms_parts + arms_accuracy_section(acc_res if acc_res is not None else res)
     parts += dataparallel.section(res)
     parts += _footer(res, pngs)
     path = out_dir / "REPORT.md"

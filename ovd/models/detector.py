@@ -19,7 +19,8 @@ from ..processor import InputProcessor, join_phrases
 from .box_head import BoxHead
 from .fusion import Fusion
 from .image_encoder import ImageEncoder
-from .text_encoder import TextEncoder, load_tokenizer
+from .text_encoder import TextEncoder
+
 
 class OpenVocabDetector(nn.Module):
     def __init__(self, image_encoder: ImageEncoder, text_encoder: TextEncoder, fusion: Fusion,
