@@ -168,7 +168,7 @@ def cmd_run(args) -> int:
         f"{','.join(profile.extras) or 'none'} -> {out}")
     if args.time_limit is not None and args.time_limit <= 0:
         raise UsageError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
-    _terminate_as_interrupt()  # `timeout` / a scheduler's SIGTERM: write the partial report, then stop
+    previous = _terminate_as_interrupt()  # `timeout` / a scheduler's SIGTERM: write the partial report, then stop
     try:
         results = run_profile(profile, out, threads, args.device, resume=args.resume, command=command,
                               environment=env, resume_any=args.resume_any,
@@ -176,6 +176,8 @@ def cmd_run(args) -> int:
     except KeyboardInterrupt:
         _partial_report(out, accuracy)
         raise
+    finally:
+        _restore_terminate(previous)
     report = render(results, out, accuracy=accuracy)
     log(f"report: {report}")
     errors = [r for r in results.rows if r.status == "error"]
@@ -185,13 +187,25 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _terminate_as_interrupt() -> None:
+def _terminate_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt (so the partial report is written); returns the previous handler
+    (None where handlers cannot be set: not the main thread)."""
     import signal
 
     def handler(signum, frame):  # noqa: ARG001
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, handler)
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
+
+
+def _restore_terminate(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _partial_report(out: Path, accuracy) -> None:

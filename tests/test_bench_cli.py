@@ -28,7 +28,7 @@ def fake_run(monkeypatch):
     calls = {}
 
     def run_profile(profile, out, threads, *args, **kwargs):
-        calls["out"] = out
+        calls["out"], calls["profile"], calls["kwargs"] = out, profile, kwargs
         (out / "results.json").write_text("{}")
         return SimpleNamespace(rows=[])
 
@@ -213,3 +213,41 @@ def test_recorded_command_keeps_relative_paths_and_hides_absolute_ones():
         "ovd-bench run --out OUT --accuracy=ACCURACY --resume runs/r1")
     assert recorded_command(["run", "--out", "reports/cpu-2core", "--profile", "quick"]) == (
         "ovd-bench run --out reports/cpu-2core --profile quick")
+
+
+def test_sweep_batches_and_time_limit_reach_the_run(in_tmp, fake_run):
+    from bench.cli import main
+
+    assert main(["run", "--profile", "quick", "--sweep", "--train-batch", "16", "--infer-batch", "2",
+                 "--time-limit", "90", "--out", "o"]) == 0
+    p = fake_run["profile"]
+    assert "sweep" in p.extras and "roofline" in p.extras  # added to the profile's extras, not instead of them
+    assert (p.train_batch, p.infer_batch) == (16, 2) and fake_run["kwargs"]["time_limit_s"] == 90
+    assert main(["run", "--profile", "gpu", "--out", "g"]) == 0
+    assert fake_run["kwargs"]["time_limit_s"] == 480  # the gpu profile's own window
+
+
+def test_bad_time_limit_and_batch_are_one_line(in_tmp, capsys, fake_run):
+    from bench.cli import main
+
+    assert main(["run", "--profile", "quick", "--time-limit", "0", "--out", "o"]) == 2
+    assert "--time-limit must be > 0" in capsys.readouterr().err
+    assert main(["run", "--profile", "quick", "--train-batch", "0", "--out", "o"]) == 2
+    assert "train_batch and infer_batch must be >= 1" in capsys.readouterr().err
+
+
+def test_interrupted_run_still_writes_an_incomplete_report(in_tmp, monkeypatch):
+    """Ctrl-C / SIGTERM (KeyboardInterrupt) during run_profile: the report of what was saved is written."""
+    import bench.runner
+    from bench.cli import main
+    from bench.results import Results
+
+    def interrupted(profile, out, threads, *args, **kwargs):
+        Results(profile={"name": "quick", "planned_tasks": ["static:a", "static:b"]},
+                tasks={"static:a": {"status": "ok"}}, environment={"machine_kind": "cpu-test"}).save(out / "results.json")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench.runner, "run_profile", interrupted)
+    assert main(["run", "--profile", "quick", "--out", "cut"]) == 130
+    report = (in_tmp / "cut" / "REPORT.md").read_text()
+    assert "INCOMPLETE" in report and "`static:b`" in report

@@ -133,8 +133,9 @@ def recommendation(res: Results, acc_src: Results) -> str:
         if best is None or g.value > best[1].value:
             best = (name, g, kind)
     if best is None:
-        return ("**Recommendation**: no arm beyond fp32 eager is both faster and accepted in these results "
-                "(reduced-precision arms need the accuracy run's verdicts: pass --accuracy).")
+        why = ("reduced-precision arms need the accuracy run's verdicts: pass --accuracy" if not judged else
+               "rejected on the trained checkpoint: " + ", ".join(a for a, ok in judged.items() if not ok))
+        return f"**Recommendation**: no arm beyond fp32 eager is both faster and accepted in these results ({why})."
     name, g, kind = best
     q = f" [{fmt(g.stats.q1)}, {fmt(g.stats.q3)}]" if g.stats and g.stats.n > 1 else " (one process: no interval)"
     flag = PREDICT_FLAGS.get(kind)
