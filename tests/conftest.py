@@ -38,3 +38,18 @@ def tokenizer():
     from ovd.models.text_encoder import load_tokenizer
 
     return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A random-weight optimized-tiny checkpoint in the layout `ovd train` writes (state_dict +
+    hyper_parameters.config): what `ovd predict`, `ovd eval` and the arms' accuracy load."""
+    import ovd
+    from ovd.training.module import DetectorModule
+
+    torch.manual_seed(0)
+    config = ovd.get_config("optimized-tiny")
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
+    torch.save({"state_dict": DetectorModule(config).state_dict(), "hyper_parameters": {"config": config.to_dict()}},
+               path)
+    return path

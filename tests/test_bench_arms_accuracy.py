@@ -7,14 +7,12 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-import ovd
 from bench.errors import UsageError
 from bench.measure.arms_accuracy import ArmsAccuracySpec, measure
 from bench.report.arms_accuracy import accepted_arms, accuracy_verdict, arms_accuracy_section
 from bench.results import Results
 from ovd.batch_predict import prepare_for_inference
 from ovd.cli import main as ovd_main
-from ovd.training.module import DetectorModule
 
 REF = {"val": {"mAP50": 0.50, "R@1": 0.60, "vocab_mAP50": 0.40},
        "novel": {"mAP50": 0.30, "R@1": 0.35, "vocab_mAP50": 0.20}}
@@ -98,17 +96,6 @@ def test_spec_validation():
 
 
 # -- real run on a tiny checkpoint --------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A random-weight optimized-tiny checkpoint in the layout `ovd train` writes."""
-    torch.manual_seed(0)
-    config = ovd.get_config("optimized-tiny")
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    torch.save({"state_dict": DetectorModule(config).state_dict(), "hyper_parameters": {"config": config.to_dict()}},
-               path)
-    return path
-
 
 def test_measure_on_a_tiny_checkpoint(checkpoint):
     result = measure({"checkpoint": str(checkpoint), "device": "cpu", "max_images": 2, "splits": ["val"],

@@ -14,22 +14,11 @@ import ovd
 import ovd.training.module
 from ovd.batch_predict import ImagePrediction, Skipped, Summary, list_images, predict_images, write_predictions
 from ovd.cli import main as ovd_main
-from ovd.training.module import DetectorModule, load_checkpoint
+from ovd.training.module import load_checkpoint
 
 PHRASES = ["red circle", "blue square"]
 SIZES = {"a.png": (80, 60), "b.png": (96, 96), "d.png": (120, 70), "e.png": (64, 100), "f.JPG": (90, 90)}
 QUERIES = 20  # optimized-tiny's box_head.num_queries
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A checkpoint in the layout `ovd train` writes (state_dict + hyper_parameters.config)."""
-    torch.manual_seed(0)
-    config = ovd.get_config("optimized-tiny")
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    torch.save({"state_dict": DetectorModule(config).state_dict(), "hyper_parameters": {"config": config.to_dict()}},
-               path)
-    return path
 
 
 @pytest.fixture(scope="module")
