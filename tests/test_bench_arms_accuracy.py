@@ -86,6 +86,23 @@ def test_section_and_accepted_arms_from_rows():
     assert arms_accuracy_section(Results(rows=[])) == []
 
 
+def test_failure_reason_appears_once_per_arm():
+    from bench.report.arms_accuracy import arms_accuracy_table
+
+    res = _results({"eager": REF, "bf16-autocast": REF,
+                    "int8-dynamic": _shift(_shift(REF, "val", "R@1", -0.05), "novel", "R@1", -0.05),
+                    "fp16-autocast": {s: {m: None for m in ms} for s, ms in REF.items()}})
+    text = "\n".join(arms_accuracy_section(res))
+    assert text.count("fp16-autocast runs on cuda only") == 1
+    assert text.count("R@1 on novel") == 1 and text.count("rejected") == 1
+    table = arms_accuracy_table(res)
+    verdicts = {(r["arm"], r["split"]): r["verdict"] for r in table}
+    assert verdicts[("fp16-autocast", "val")].startswith("not-measured: fp16-autocast runs on cuda only")
+    assert verdicts[("fp16-autocast", "novel")] == verdicts[("int8-dynamic", "novel")] == "(as above)"
+    assert verdicts[("bf16-autocast", "val")] == verdicts[("bf16-autocast", "novel")] == "accepted"
+    assert verdicts[("eager", "novel")] == "reference (fp32)"
+
+
 def test_spec_validation():
     with pytest.raises(UsageError, match="arms"):
         ArmsAccuracySpec(checkpoint="x.ckpt", arms=["warp-drive"])

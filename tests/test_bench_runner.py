@@ -160,3 +160,49 @@ def test_ctrl_c_prints_how_to_resume(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(cli, "cmd_run", interrupted)
     assert cli.main(["run", "--profile", "quick", "--out", str(tmp_path)]) == 130
     assert f"--resume {tmp_path}" in capsys.readouterr().err
+
+
+def test_run_folder_paths_come_back_relative(tmp_path):
+    from bench.runner import _relative_to_run_folder
+
+    run = tmp_path / "run"
+    root = str(run.resolve())
+    outcome = {"outcomes": {"arms_accuracy": {"rows": [
+        {"metric": "arm_acc/eager/val/mAP50", "extra": {"checkpoint": f"{root}/ckpt/model.pt",
+                                                        "params": {"checkpoint": [f"{root}/a.pt", "b.pt"]}}},
+        {"metric": "x", "extra": {"other": f"{root}2/elsewhere.pt", "note": f"see {root}/a.pt", "n": 3,
+                                  "folder": root}}]}}}
+    out = _relative_to_run_folder(outcome, run)
+    rows = out["outcomes"]["arms_accuracy"]["rows"]
+    assert rows[0]["extra"]["checkpoint"] == "ckpt/model.pt"
+    assert rows[0]["extra"]["params"]["checkpoint"] == ["a.pt", "b.pt"]
+    # a sibling folder sharing the prefix, a string merely containing the path, numbers: untouched
+    assert rows[1]["extra"] == {"other": f"{root}2/elsewhere.pt", "note": f"see {root}/a.pt", "n": 3, "folder": "."}
+    assert _relative_to_run_folder(outcome, None) is outcome
+
+
+def test_run_task_reports_relative_run_folder_paths(tmp_path, monkeypatch):
+    """run_task resolves the checkpoint for the worker and maps the worker's echo of it back."""
+    import json as _json
+
+    import bench.runner as runner
+
+    seen = {}
+
+    def fake_worker(cmd, **kwargs):
+        spec = _json.loads(Path(cmd[3]).read_text())
+        ckpt = spec["params"]["arms_accuracy"]["checkpoint"]
+        seen["ckpt"] = ckpt
+        row = {"metric": "arm_acc/eager/val/mAP50", "extra": {"checkpoint": ckpt}}
+        Path(cmd[4]).write_text(_json.dumps({"status": "ok", "outcomes": {"arms_accuracy": {
+            "status": "ok", "rows": [row], "params": spec["params"]["arms_accuracy"]}}}))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_worker)
+    task = runner.Task("arms_accuracy:x", None, ["arms_accuracy"], {"arms_accuracy": {"checkpoint": "ckpt/m.pt"}})
+    out = runner.run_task(task, 1, "cpu", 10.0, out_dir=tmp_path)
+    assert seen["ckpt"] == str(tmp_path.resolve() / "ckpt/m.pt") and Path(seen["ckpt"]).is_absolute()
+    o = out["outcomes"]["arms_accuracy"]
+    assert o["rows"][0]["extra"]["checkpoint"] == "ckpt/m.pt"
+    assert o["params"]["checkpoint"] == "ckpt/m.pt"
+    assert out["task"]["params"] == {"arms_accuracy": {"checkpoint": "ckpt/m.pt"}}

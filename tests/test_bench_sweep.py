@@ -199,3 +199,77 @@ def test_cuda_sweep_records_allocator_peaks_and_frees_between_points():
     # the peak grows with the batch: the allocator's peak was reset between points
     assert rows["sweep/train/mem_mib_b4"].value > rows["sweep/train/mem_mib_b1"].value
     assert torch.cuda.memory_allocated() < 2 ** 30
+
+
+def test_memory_is_measured_on_a_separate_untimed_call(monkeypatch):
+    """No RSS poller is alive during the timed calls; one extra call runs under it and memory is reported."""
+    import threading
+
+    import bench.common as common
+    import bench.measure.memory as memory
+    import bench.measure.sweep as sweep
+
+    state = {"poller_alive": False, "calls": [], "timed_with_poller": [], "threads_in_timing": []}
+    real_poller, real_time_calls = memory.RssPeakPoller, sweep.time_calls
+
+    class RecordingPoller(real_poller):
+        def __enter__(self):
+            state["poller_alive"] = True
+            return super().__enter__()
+
+        def __exit__(self, *exc):
+            super().__exit__(*exc)
+            state["poller_alive"] = False
+
+    def recording_time_calls(fn, device, warmup, iters, min_time_s=0.0):
+        state["timed_with_poller"].append(state["poller_alive"])
+        state["threads_in_timing"].append(threading.active_count())
+        return real_time_calls(fn, device, warmup, iters, min_time_s)
+
+    def fake_forward(model, batch, device):
+        def call():
+            state["calls"].append(state["poller_alive"])
+            return bytearray(4 * 2**20 * batch)  # 4 MiB per item, touched: it shows up in RSS
+
+        return call
+
+    monkeypatch.setattr(memory, "RssPeakPoller", RecordingPoller)
+    monkeypatch.setattr(sweep, "time_calls", recording_time_calls)
+    monkeypatch.setattr(common, "make_batch", lambda model, b, device: b)
+    monkeypatch.setattr(common, "make_forward", fake_forward)
+    threads_before = threading.active_count()
+    point = make_point_fn(object(), "infer", torch.device("cpu"), warmup=1, iters=2, poll_s=0.001)
+    p = point(2)
+    assert state["timed_with_poller"] == [False] and state["threads_in_timing"] == [threads_before]
+    # warmup + timed calls without the poller, then exactly one call under it
+    assert state["calls"] == [False, False, False, True] and not state["poller_alive"]
+    assert p.ok and len(p.calls) == 2 and p.mem_mib is not None and p.mem_mib >= 0
+    assert p.mem_extra["method"] == "cpu-rss" and p.mem_extra["memory_call"] == "separate untimed call"
+    assert p.mem_extra["rss_peak_mib"] >= p.mem_extra["rss_before_mib"]
+    row = {r.metric: r for r in SweepResult("infer", "fp32", 1, [p]).rows()}["sweep/infer/mem_mib_b2"]
+    assert row.value == p.mem_mib and row.extra["memory_call"] == "separate untimed call"
+
+
+def test_memory_call_failure_stops_the_poller(monkeypatch):
+    """An out-of-memory raised by the memory call propagates (run_sweep records it) with the poller joined."""
+    import threading
+
+    import bench.common as common
+
+    n = {"calls": 0}
+
+    def fake_forward(model, batch, device):
+        def call():
+            n["calls"] += 1
+            if n["calls"] > 1:  # the timed call passes, the memory call fails
+                raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+
+        return call
+
+    monkeypatch.setattr(common, "make_batch", lambda model, b, device: b)
+    monkeypatch.setattr(common, "make_forward", fake_forward)
+    threads_before = threading.active_count()
+    point = make_point_fn(object(), "infer", torch.device("cpu"), warmup=0, iters=1)
+    points, reason = run_sweep(point, 1, 4, 0.05, 2)
+    assert reason == "oom" and points[0].error == "OOM at batch 1"
+    assert threading.active_count() == threads_before

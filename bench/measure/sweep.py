@@ -6,10 +6,14 @@ Method (one fresh process, one variant, one mode): the model is built once; batc
 synthetic batch is built at that size (``bench.common.make_batch``), then the call speed.py times for
 that mode (``make_forward``: the ``infer/fps_bN`` forward; ``make_train_step``: the shared
 ``ovd.training.step.TrainStep``) runs ``warmup`` untimed and ``iters`` timed times
-(``bench.measure.timing.time_calls``). Throughput = batch / median seconds per call; latency = median ms.
-Peak memory of the point: CUDA, the allocator's ``max_memory_allocated`` / ``max_memory_reserved`` after
-``reset_peak_memory_stats``; CPU, RSS growth over the point (``bench.measure.memory.RssPeakPoller``; the
-CPU allocator keeps freed pages, so a later point's growth can read low). Tensors are freed between points.
+(``bench.measure.timing.time_calls``), with no memory probe running. Throughput = batch / median seconds
+per call; latency = median ms. Peak memory of the point comes from one separate, UNTIMED call of the same
+function after the timed ones (so the probe cannot perturb the timing: on the CPU the RSS poller is a
+thread competing for the cores): CUDA, the allocator's ``max_memory_allocated`` / ``max_memory_reserved``
+over that call after ``reset_peak_memory_stats`` (the batch, already allocated, counts); CPU, the peak RSS
+during that call (``bench.measure.memory.RssPeakPoller``) minus the RSS at the start of the point, before
+the batch was built (the CPU allocator keeps freed pages, so a later point's growth can read low). Tensors
+are freed between points.
 
 Stop rule (:func:`should_stop`): throughput gained less than ``growth_stop`` (relative) over the best so
 far for ``patience`` consecutive points; or ``max_batch`` was measured; or the point ran out of memory (a
@@ -47,8 +51,8 @@ class SweepSpec(ModelSpec):
     warmup: int = 1
     iters: int = 2
     precision: str | None = None
-    # RSS polling period on the CPU (seconds); the poller runs during the timed calls, so it is coarser than
-    # memory.py's: the kernel high-water mark (VmHWM, read at the end) gives the exact peak where Linux allows
+    # RSS polling period on the CPU (seconds) during the point's separate untimed memory call (never during
+    # the timed calls); the kernel high-water mark (VmHWM, read at the end) gives the exact peak where allowed
     poll_s: float = 0.01
 
     def __post_init__(self) -> None:
@@ -71,8 +75,9 @@ class SweepSpec(ModelSpec):
 
 @dataclass
 class SweepPoint:
-    """One batch size: per-call seconds (``calls``), peak memory in MiB (``mem_mib``; ``mem_extra``:
-    allocated/reserved MiB on CUDA, rss before/growth MiB on the CPU), or ``error`` (status "error")."""
+    """One batch size: per-call seconds of the timed calls (``calls``), peak memory in MiB of the separate
+    untimed memory call (``mem_mib``; ``mem_extra``: allocated/reserved MiB on CUDA, rss before/growth MiB on
+    the CPU, and ``memory_call``), or ``error`` (status "error")."""
 
     batch: int
     calls: list = field(default_factory=list)
@@ -159,9 +164,14 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+MEMORY_CALL = "separate untimed call"
+
+
 def _memory_probe(device, poll_s: float):
-    """(start(), stop() -> (peak MiB, extra)) around one point. CUDA: allocator peaks after a reset;
-    CPU: RSS growth over the point, from the polling thread of ``bench.measure.memory``."""
+    """(start(), stop() -> (peak MiB, extra)) around the point's untimed memory call. Made at the start of
+    the point (CPU: records the RSS baseline then, before the batch exists). CUDA: allocator peaks after a
+    reset at start(); CPU: peak RSS from the polling thread of ``bench.measure.memory``, alive only between
+    start() and stop(), minus the baseline."""
     import torch
 
     from bench.measure.memory import RssPeakPoller, current_rss
@@ -175,13 +185,13 @@ def _memory_probe(device, poll_s: float):
             torch.cuda.synchronize(device)
             alloc = torch.cuda.max_memory_allocated(device) / MiB
             reserved = torch.cuda.max_memory_reserved(device) / MiB
-            return alloc, {"method": "cuda-allocator", "allocated_mib": alloc, "reserved_mib": reserved}
+            return alloc, {"method": "cuda-allocator", "allocated_mib": alloc, "reserved_mib": reserved,
+                           "memory_call": MEMORY_CALL}
         return start, stop
 
-    state: dict = {}
+    state: dict = {"before": current_rss()}
 
     def start():
-        state["before"] = current_rss()
         state["poller"] = RssPeakPoller(poll_s).__enter__()
 
     def stop():
@@ -189,29 +199,45 @@ def _memory_probe(device, poll_s: float):
         poller.__exit__(None, None, None)
         growth = max(poller.peak - state["before"], 0) / MiB
         return growth, {"method": "cpu-rss", "rss_growth_mib": growth, "rss_before_mib": state["before"] / MiB,
-                        "rss_peak_mib": poller.peak / MiB}
+                        "rss_peak_mib": poller.peak / MiB, "memory_call": MEMORY_CALL}
     return start, stop
+
+
+def _probed_call(fn: Callable[[], None], start: Callable, stop: Callable) -> tuple[float, dict]:
+    """One call of ``fn`` between the probe's start() and stop(); returns stop()'s (peak MiB, extra). The
+    probe is stopped (its thread joined) even when the call raises."""
+    start()
+    try:
+        fn()
+    except BaseException:
+        stop()
+        raise
+    return stop()
 
 
 def make_point_fn(model, mode: str, device, warmup: int, iters: int, poll_s: float = 0.01
                   ) -> Callable[[int], SweepPoint]:
     """The point function of a built model: batch size -> :class:`SweepPoint`, timing speed.py's call for
-    ``mode`` (``bench.common.make_forward`` / ``make_train_step``) on the fixed synthetic batch; every
-    tensor of the point is released before it returns."""
+    ``mode`` (``bench.common.make_forward`` / ``make_train_step``) on the fixed synthetic batch (``warmup``
+    + ``iters`` calls, no memory probe running), then measuring peak memory on one more, untimed call;
+    every tensor of the point is released before it returns."""
     import bench.common as common
 
     def point(batch_size: int) -> SweepPoint:
         _free_memory()
         start, stop = _memory_probe(device, poll_s)
-        start()
         try:
             batch = common.make_batch(model, batch_size, device)
             make = common.make_train_step if mode == "train" else common.make_forward
             call = make(model, batch, device)
-            calls = time_calls(lambda: _discard(call()), device, warmup, iters)
+
+            def run():
+                _discard(call())
+
+            calls = time_calls(run, device, warmup, iters)
+            mem, extra = _probed_call(run, start, stop)
         finally:
-            mem, extra = stop()
-            batch = call = None  # noqa: F841 (drop the point's tensors before collecting)
+            run = batch = call = None  # noqa: F841 (drop the point's tensors before collecting)
             _free_memory()
         return SweepPoint(batch_size, calls, mem, extra)
 
