@@ -135,7 +135,12 @@ def plan(profile: Profile) -> list[Task]:
             tasks.append(Task(f"accuracy:{v}:{seed}", v, ["accuracy"], {"accuracy": acc}, i))
     if judged:
         # the checkpoint, not the variant, is the model: no preset keys reach the measurement's spec
-        aa = {"checkpoint": checkpoint, "arms": list(p.arms_accuracy), "max_images": p.arms_accuracy_images}
+        var = get_variant(judged)
+        # trained by the accuracy task of the first seed; reused when its fingerprint matches, else trained again
+        train = {"preset": var.source.preset, "overrides": dict(var.source.overrides or {}),
+                 "seed": int(p.accuracy_seeds[0]), "budget_s": float(p.accuracy_budget_s)}
+        aa = {"checkpoint": checkpoint, "arms": list(p.arms_accuracy), "max_images": p.arms_accuracy_images,
+              "train": train}
         tasks.append(Task(f"arms_accuracy:{judged}", None, ["arms_accuracy"], {"arms_accuracy": aa}, label=judged))
     return tasks
 
@@ -210,9 +215,34 @@ def _in_run_folder(params: dict, out_dir: str | Path | None) -> dict:
     return resolved
 
 
+def _relative_to_run_folder(value, out_dir: str | Path | None):
+    """``value`` (a worker outcome: nested dicts / lists / scalars) with every string inside the resolved
+    ``out_dir`` made relative to it again ("<abs run folder>/ckpt/x.pt" -> "ckpt/x.pt", the folder itself
+    -> "."), so results.json does not depend on where the run folder was. Other strings (and dict keys)
+    are left as they are; ``out_dir`` None returns ``value`` unchanged."""
+    if out_dir is None:
+        return value
+    root = str(Path(out_dir).resolve())
+    prefix = root.rstrip("/") + "/"
+
+    def walk(v):
+        if isinstance(v, str):
+            if v == root:
+                return "."
+            return v[len(prefix):] if v.startswith(prefix) else v
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return type(v)(walk(x) for x in v)
+        return v
+
+    return walk(value)
+
+
 def run_task(task: Task, threads: int, device: str, timeout_s: float, out_dir: str | Path | None = None) -> dict:
     """Run one task in a fresh ``python -m bench.worker`` process; always returns an outcome dict.
-    Relative file parameters (``RUN_FOLDER_PATHS``) are resolved against ``out_dir`` for the worker only."""
+    Relative file parameters (``RUN_FOLDER_PATHS``) are resolved against ``out_dir`` for the worker only;
+    the worker's outcome gets them back in relative form (:func:`_relative_to_run_folder`)."""
     var = get_variant(task.variant).to_dict() if task.variant is not None else None
     spec = {"measurements": task.measurements, "variant": var, "params": _in_run_folder(task.params, out_dir),
             "threads": threads, "device": device}
@@ -237,6 +267,7 @@ def run_task(task: Task, threads: int, device: str, timeout_s: float, out_dir: s
             tail = "\n".join(stderr.strip().splitlines()[-15:])
             out = {"status": "error", "outcomes": {m: {"status": "error", "rows": [], "error": f"{why}: {tail}"}
                                                     for m in task.measurements}}
+    out = _relative_to_run_folder(out, out_dir)
     out["wall_seconds"] = seconds
     out["task"] = {"id": task.id, "variant": task.row_label, "measurements": task.measurements, "repeat": task.repeat,
                    "params": task.params}

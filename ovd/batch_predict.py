@@ -31,6 +31,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FORMATS = ("jsonl", "coco")
 PRECISIONS = ("fp32", "bf16")
 QUANTIZATIONS = ("none", "int8")
+BACKENDS = ("torch", "onnxruntime")
+#: images (the first readable ones of the run, with the run's prompt) that calibrate onnxruntime's static int8 graph
+CALIBRATION_IMAGES = 32
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -113,39 +116,79 @@ def autocast_for(precision: str, device: torch.device):
     raise ValueError(f"--precision {precision!r}: accepted: {', '.join(PRECISIONS)}")
 
 
-def check_inference_options(precision: str, quantize: str, device: torch.device) -> None:
-    """Raise ``ValueError`` for a precision/quantization pair ``ovd predict`` cannot run on ``device``: an
-    unknown name, int8 off the CPU (PyTorch has no quantized Linear kernels there), int8 with bf16."""
+def check_inference_options(precision: str, quantize: str, device: torch.device, backend: str = "torch") -> None:
+    """Raise ``ValueError`` for an option set ``ovd predict`` cannot run on ``device``: an unknown name, int8 off
+    the CPU (PyTorch has no quantized Linear kernels there; onnxruntime's static int8 runs on the CPU here),
+    int8 with bf16, bf16 with onnxruntime (the exported graph is fp32)."""
     if precision not in PRECISIONS:
         raise ValueError(f"--precision {precision!r}: accepted: {', '.join(PRECISIONS)}")
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"--quantize {quantize!r}: accepted: {', '.join(QUANTIZATIONS)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend {backend!r}: accepted: {', '.join(BACKENDS)}")
     if quantize == "int8" and torch.device(device).type != "cpu":
-        raise ValueError(f"--quantize int8: dynamic int8 quantization runs on the CPU only (PyTorch has no "
+        raise ValueError(f"--quantize int8: int8 inference runs on the CPU only here (PyTorch has no "
                          f"quantized Linear kernels for {torch.device(device).type}); use --device cpu, or "
                          "--quantize none with --precision bf16 on the GPU")
     if quantize == "int8" and precision != "fp32":
-        raise ValueError(f"--quantize int8 with --precision {precision}: int8 Linear layers take fp32 activations; "
+        raise ValueError(f"--quantize int8 with --precision {precision}: int8 layers take fp32 activations; "
                          "use --precision fp32 with --quantize int8")
+    if backend == "onnxruntime" and precision != "fp32":
+        raise ValueError(f"--backend onnxruntime with --precision {precision}: the exported graph is fp32; use "
+                         "--precision fp32 (optionally with --quantize int8: static int8)")
 
 
-def prepare_for_inference(model: torch.nn.Module, precision: str = "fp32", quantize: str = "none") -> torch.nn.Module:
-    """The model ``ovd predict`` runs: eval mode and, with ``quantize="int8"``, dynamic int8 quantization of
-    every ``nn.Linear`` (``torch.ao.quantization.quantize_dynamic``: int8 weights, activations quantized per
-    call, fp32 in and out; it returns a quantized copy, ``model``'s weights are left as they are).
+def prepare_for_inference(model: torch.nn.Module, precision: str = "fp32", quantize: str = "none",
+                          backend: str = "torch", batch_size: int = 8,
+                          calibration: Sequence[tuple] | None = None) -> torch.nn.Module:
+    """The model ``ovd predict`` runs, in eval mode.
 
-    ``precision`` ("fp32"/"bf16") is only checked here; its autocast is applied per call
-    (:func:`autocast_for`). See :func:`check_inference_options` for what is refused. The benchmark's
-    accuracy arms (``bench.measure.arms_accuracy``) call this same function, so the arm the report
-    accepts is the transform predict runs.
+    - ``backend="torch"``: the model itself; with ``quantize="int8"`` a copy with dynamic int8 quantization of
+      every ``nn.Linear`` (``torch.ao.quantization.quantize_dynamic``: int8 weights, activations quantized per
+      call, fp32 in and out; ``model``'s weights are left as they are).
+    - ``backend="onnxruntime"``: :class:`ovd.onnx_backend.OnnxDetector` (the forward exported at
+      ``batch_size`` and run by onnxruntime, same ``predict``); with ``quantize="int8"`` its static int8 QDQ
+      graph, calibrated on ``calibration``: (PIL image, caption) pairs (``ovd predict`` gives the first
+      :data:`CALIBRATION_IMAGES` readable images of the run with its prompt).
+
+    ``precision`` ("fp32"/"bf16") is only checked here; its autocast is applied per call (:func:`autocast_for`).
+    See :func:`check_inference_options` for what is refused. The benchmark's arms (``bench.measure.arms``,
+    ``bench.measure.arms_accuracy``) build the same objects, so the arm the report accepts is what predict runs.
     """
-    check_inference_options(precision, quantize, next(model.parameters()).device)
+    device = next(model.parameters()).device
+    check_inference_options(precision, quantize, device, backend)
     model = model.eval()
+    if backend == "onnxruntime":
+        from .onnx_backend import OnnxDetector, calibration_batches
+
+        batches = None
+        if quantize == "int8":
+            if not calibration:
+                raise ValueError("--backend onnxruntime --quantize int8 needs calibration images; none could be read")
+            images, captions = zip(*calibration)
+            batches = calibration_batches(model, list(images), list(captions), batch_size)
+        return OnnxDetector(model, batch_size=batch_size, quantize=quantize, calibration=batches, device=device)
     if quantize == "none":
         return model
     from torch.ao.quantization import quantize_dynamic
 
     return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def calibration_pairs(paths: Sequence[Path], prompt: str | list[str], limit: int = CALIBRATION_IMAGES) -> list[tuple]:
+    """(PIL image, caption) for the first ``limit`` readable ``paths`` (unreadable ones are skipped here and
+    reported by the prediction pass): the static int8 graph's calibration data."""
+    from .processor import join_phrases
+
+    caption = prompt if isinstance(prompt, str) else join_phrases(prompt)[0]
+    out = []
+    for i, path in enumerate(paths):
+        if len(out) >= limit:
+            break
+        image = _load(i + 1, path)
+        if not isinstance(image, Skipped):
+            out.append((image, caption))
+    return out
 
 
 # -- inference --------------------------------------------------------------------------------

@@ -145,14 +145,15 @@ def cmd_predict(args) -> int:
         return _predict_many(args)
     from PIL import ImageDraw
 
-    from .batch_predict import autocast_for, prepare_for_inference
+    from .batch_predict import autocast_for, calibration_pairs, prepare_for_inference
     from .data.images import load_image
     from .training.module import load_checkpoint
 
     module = load_checkpoint(args.checkpoint)  # on the CPU
-    model = prepare_for_inference(module.model, args.precision, args.quantize)
     image = load_image(args.image)
     prompt = [p.strip() for p in args.prompt.split(",")] if args.phrases else args.prompt
+    model = prepare_for_inference(module.model, args.precision, args.quantize, args.backend, batch_size=1,
+                                  calibration=calibration_pairs([Path(args.image)], prompt))
     with autocast_for(args.precision, next(model.parameters()).device):
         result = model.predict([image], [prompt], threshold=args.threshold, text_threshold=args.text_threshold)[0]
     record = {"image": str(args.image), "prompt": args.prompt,
@@ -173,6 +174,7 @@ def _predict_many(args) -> int:
     """``ovd predict --images``: everything a user can get wrong is checked before the model loads."""
     from .batch_predict import (
         Summary,
+        calibration_pairs,
         check_inference_options,
         check_writable,
         list_images,
@@ -193,17 +195,20 @@ def _predict_many(args) -> int:
     check_writable(args.out)
     prompt = parse_prompt(args.prompt, args.phrases)
     device = resolve_device(args.device)
-    check_inference_options(args.precision, args.quantize, device)  # before the model loads
+    check_inference_options(args.precision, args.quantize, device, args.backend)  # before the model loads
     paths = list_images(args.images)
     module = load_checkpoint(args.checkpoint)
-    model = prepare_for_inference(module.model.to(device), args.precision, args.quantize)
+    calibration = (calibration_pairs(paths, prompt) if args.backend == "onnxruntime" and args.quantize == "int8"
+                   else None)
+    model = prepare_for_inference(module.model.to(device), args.precision, args.quantize, args.backend,
+                                  batch_size=args.batch_size, calibration=calibration)
     summary = Summary(total=len(paths))
     predictions = predict_images(model, paths, prompt, batch_size=args.batch_size, threshold=args.threshold,
                                  text_threshold=args.text_threshold, precision=args.precision,
                                  progress=not args.no_progress)
     info = {"checkpoint": str(args.checkpoint), "prompt": args.prompt, "phrases": bool(args.phrases),
             "threshold": args.threshold, "text_threshold": args.text_threshold, "precision": args.precision,
-            "quantize": args.quantize}
+            "quantize": args.quantize, "backend": args.backend}
     from tqdm import tqdm
 
     written = write_predictions(predictions, summary, args.out, args.format,
@@ -290,8 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="--images: bf16 runs under torch.autocast(dtype=torch.bfloat16)")
     p.add_argument("--quantize", default="none", choices=["none", "int8"],
-                   help="int8: dynamic int8 quantization of every nn.Linear (int8 weights, fp32 activations; "
-                   "CPU only, with --precision fp32); see the benchmark report's accuracy-judged arms")
+                   help="int8 (CPU only, with --precision fp32): with --backend torch, dynamic int8 quantization "
+                   "of every nn.Linear (int8 weights, fp32 activations); with --backend onnxruntime, static int8 "
+                   "(QDQ) calibrated on the first 32 readable input images with the prompt. See the benchmark "
+                   "report's accuracy-judged arms")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                   help="onnxruntime: the forward exported to ONNX (at --batch-size, prompts padded to a multiple "
+                   "of 16 tokens) and run by onnxruntime with every graph optimization; fp32 only")
     p.add_argument("--no-progress", action="store_true", help="--images: no progress bar on stderr")
     p.set_defaults(func=cmd_predict)
 

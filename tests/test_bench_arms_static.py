@@ -5,6 +5,7 @@ import pytest
 
 from bench.measure import arms as arms_mod
 from bench.measure import roofline
+from ovd import onnx_backend
 
 PARITY_KEYS = {"boxes_max_abs", "probs_max_abs", "boxes_max_abs_matched", "probs_max_abs_matched", "agreement"}
 
@@ -19,6 +20,8 @@ def test_int8_static_arm_is_declared_with_reduced_tolerance():
 
 
 def test_calibration_feeds_are_held_out_processor_batches():
+    import torch
+
     import ovd
     from bench.common import make_batch
 
@@ -26,17 +29,16 @@ def test_calibration_feeds_are_held_out_processor_batches():
     feeds = arms_mod.calibration_feeds(model, 1)
     assert len(feeds) == arms_mod.CALIBRATION_BATCHES
     parity_batch = make_batch(model, 1, "cpu")
-    for f in feeds:
-        assert set(f) == {"images", "input_ids", "attention_mask"}
-        assert f["images"].shape == tuple(parity_batch.images.shape)
-        assert not (f["images"] == parity_batch.images.numpy()).all()  # never the parity batch
+    for images, ids, mask in feeds:
+        assert images.shape == parity_batch.images.shape and ids.shape == mask.shape == parity_batch.input_ids.shape
+        assert not torch.equal(images, parity_batch.images)  # never the parity batch
 
 
 def test_quantize_static_failure_is_named(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not an onnx file")
     with pytest.raises(RuntimeError, match="quantize_static"):
-        arms_mod.quantize_static_qdq(bad, tmp_path / "out.onnx", [])
+        onnx_backend.quantize_static_qdq(bad, tmp_path / "out.onnx", [])
 
 
 def test_int8_static_arm_end_to_end():
@@ -63,8 +65,8 @@ def test_int8_static_arm_records_a_failing_quantization(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("onnxruntime quantize_static (QDQ, per-channel) failed on this model: boom")
 
-    monkeypatch.setattr(arms_mod, "quantize_static_qdq", boom)
-    monkeypatch.setattr(arms_mod, "_export_onnx", lambda *a: "torchscript")  # the export is tested above
+    monkeypatch.setattr(onnx_backend, "quantize_static_qdq", boom)
+    monkeypatch.setattr(onnx_backend, "export_onnx", lambda *a: "torchscript")  # the export is tested above
     spec = {"preset": "optimized-tiny", "device": "cpu", "batch_size": 1,
             "arms": ["onnx-ort-int8-static"], "warmup": 0, "rounds": 1, "iters": 1}
     res = arms_mod.measure(spec)

@@ -360,6 +360,27 @@ def test_recommendation_is_the_fastest_accepted_arm():
     assert "no arm beyond fp32 eager" in recommendation(planted([]), _judged(bf16_ok=True))
 
 
+def test_recommendation_names_the_onnxruntime_flags_and_respects_an_arms_own_verdict():
+    from bench.report import recommendation
+
+    ref = {"mAP50": 0.90, "R@1": 0.92}
+    judged_rows = []
+    for arm, vals in (("eager", ref), ("onnx-ort", ref), ("onnx-ort-int8-static", ref)):
+        for metric, value in vals.items():
+            judged_rows.append(row("optimized-tiny", f"arm_acc/{arm}/val/{metric}", [value], "mAP"))
+    res = planted(_arm_rows({"onnx-ort": [1.4, 1.5, 1.6], "onnx-ort-int8-static": [1.9, 2.0, 2.1],
+                             "inference-mode": [1.05, 1.1, 1.15]},
+                            parity={"onnx-ort": True, "inference-mode": True}))
+    line = recommendation(res, planted(judged_rows))
+    assert "`onnx-ort-int8-static`" in line and "--backend onnxruntime --quantize int8" in line
+    # the static int8 arm rejected on the checkpoint: the fp32 ONNX arm (within parity, accepted) is next
+    judged_rows = [r for r in judged_rows if "int8" not in r.metric] + [
+        row("optimized-tiny", "arm_acc/onnx-ort-int8-static/val/mAP50", [0.5], "mAP"),
+        row("optimized-tiny", "arm_acc/onnx-ort-int8-static/val/R@1", [0.92], "mAP")]
+    line = recommendation(res, planted(judged_rows))
+    assert "`onnx-ort`" in line and "--backend onnxruntime" in line and "--quantize" not in line
+
+
 def test_peak_batch_table_grades_each_variant_at_its_own_peak():
     from bench.report.seed import CLAIMS
     from bench.report.sweep import PEAK_CLAIMS, peak_batch_table

@@ -4,14 +4,15 @@ An arm (``ARMS``) is a set of features applied to one variant's model at inferen
 ``inference_mode`` (``torch.inference_mode`` instead of ``no_grad``), ``channels_last`` (model and
 images in NHWC memory format), ``bf16`` / ``fp16`` (autocast), ``int8`` (dynamic int8 quantization of
 every ``nn.Linear``: ``torch.ao.quantization.quantize_dynamic``; CPU only), ``compile``
-(``torch.compile``, default backend, cold cache), ``onnx`` (``torch.onnx.export`` of the forward at
-fixed shapes, run by onnxruntime with its worker spinning off and every graph optimization on:
-``ORT_ENABLE_ALL``, so no separate "onnx-ort-opt" arm exists: ``onnx-ort`` is already the optimized
-session), ``int8_static`` (with ``onnx``: static int8 post-training quantization of the exported graph
-by ``onnxruntime.quantization.quantize_static``, QDQ format, per-channel int8 weights, uint8
-activations calibrated by MinMax on :data:`CALIBRATION_BATCHES` held-out fixed synthetic batches made
-by ``bench.common.make_batch`` with seeds 1.. through the model's one input processor
-(``ovd/processor.py``), never the seed-0 parity batch; CPU only) and ``text_cache`` (the prompt set is
+(``torch.compile``, default backend, cold cache), ``onnx`` (the model as ``ovd predict --backend
+onnxruntime`` runs it: :class:`ovd.onnx_backend.OnnxDetector`, ``torch.onnx.export`` of the forward at the
+arm's batch size with the prompt padded to the next multiple of 16 tokens, run by onnxruntime with its
+workers spinning off and every graph optimization on: ``ORT_ENABLE_ALL``, so no separate "onnx-ort-opt" arm
+exists), ``int8_static`` (with ``onnx``: the same object's static int8 post-training quantization,
+onnxruntime ``quantize_static``, QDQ, per-channel int8 weights, uint8 activations calibrated by MinMax;
+for speed it calibrates on :data:`CALIBRATION_BATCHES` held-out fixed synthetic batches made by
+``bench.common.make_batch`` with seeds 1.. through the model's one input processor (``ovd/processor.py``),
+never the seed-0 parity batch; the accuracy arms calibrate on training images; CPU only) and ``text_cache`` (the prompt set is
 fixed: ``encode_text`` runs once at set-up and every call passes ``text_tokens``).
 
 We chose ORT static QDQ because PyTorch 2 export quantization is absent from torch 2.14.1 here
@@ -46,12 +47,12 @@ from pathlib import Path
 
 from bench.measure.specs import ArmsSpec
 from bench.results import Row, measured, quantile
+from ovd.onnx_backend import INT8_STATIC_OPS  # noqa: F401  (re-exported: the ops the int8_static arm quantizes)
 
 FEATURES = ("inference_mode", "channels_last", "bf16", "fp16", "int8", "int8_static", "compile",
             "compile_max_autotune", "cuda_graphs", "onnx",
             "text_cache")
 CALIBRATION_BATCHES = 2  # held-out batches (each of the arm's batch size) for static int8 calibration
-INT8_STATIC_OPS = ("Conv", "MatMul", "Gemm")  # the GEMM-heavy ops quantized; the rest stays fp32
 FP32_TOLERANCE = 1e-3
 REDUCED_TOLERANCE = 5e-2
 REFERENCE = "eager"
@@ -180,124 +181,36 @@ def randomize_zero_init(model, std: float = 0.02, seed: int = 1) -> int:
     return n
 
 
-class _OnnxWrapper:
-    """Only pred_logits and pred_boxes leave the exported graph."""
-
-    @staticmethod
-    def make(model):
-        import torch
-
-        class Wrap(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, images, input_ids, attention_mask):
-                out = self.m(images, input_ids, attention_mask)
-                return out["pred_logits"], out["pred_boxes"]
-
-        return Wrap(model).eval()
-
-
-def _export_onnx(model, images, ids, mask, path: Path) -> str:
-    """Export with the TorchScript exporter, else the dynamo exporter; returns which one worked.
-    Raises with both errors when neither does."""
-    import torch
-
-    wrap = _OnnxWrapper.make(model)
-    errors = []
-    for dynamo in (False, True):
-        try:
-            with torch.no_grad():
-                torch.onnx.export(wrap, (images, ids, mask), str(path), dynamo=dynamo, opset_version=17,
-                                  input_names=["images", "input_ids", "attention_mask"],
-                                  output_names=["pred_logits", "pred_boxes"])
-            return "dynamo" if dynamo else "torchscript"
-        except Exception as err:  # noqa: BLE001  (recorded; the next exporter is tried)
-            errors.append(f"dynamo={dynamo}: {type(err).__name__}: {str(err)[:300]}")
-    raise RuntimeError("ONNX export failed; " + " | ".join(errors))
-
-
-class _CalibrationReader:
-    """An ``onnxruntime.quantization.CalibrationDataReader``: feeds dicts of numpy inputs, then None."""
-
-    def __init__(self, feeds: list[dict]):
-        self._it = iter(feeds)
-
-    def get_next(self):
-        return next(self._it, None)
-
-    def rewind(self):  # onnxruntime >= 1.17 may call it; one pass is all MinMax needs
-        pass
-
-
-def calibration_feeds(model, batch_size: int, n: int = CALIBRATION_BATCHES) -> list[dict]:
+def calibration_feeds(model, batch_size: int, n: int = CALIBRATION_BATCHES) -> list[tuple]:
     """``n`` held-out fixed synthetic batches (seeds 1..n; the parity batch is seed 0) through the model's
-    input processor, as onnxruntime feeds: images (B, 3, S, S) float32, input_ids / attention_mask (B, T)
-    int64."""
+    input processor, as :class:`ovd.onnx_backend.OnnxDetector` calibration batches: (images (B, 3, S, S)
+    float32, input_ids (B, T), attention_mask (B, T)) on the CPU."""
     from bench.common import make_batch
 
     out = []
     for seed in range(1, n + 1):
         b = make_batch(model, batch_size, "cpu", seed=seed)
-        out.append({"images": b.images.numpy(), "input_ids": b.input_ids.numpy(),
-                    "attention_mask": b.attention_mask.numpy()})
+        out.append((b.images, b.input_ids, b.attention_mask))
     return out
 
 
-def quantize_static_qdq(fp32_path: Path, int8_path: Path, feeds: list[dict]) -> None:
-    """Static int8 QDQ quantization of the :data:`INT8_STATIC_OPS` nodes of an ONNX file (per-channel int8
-    weights, uint8 activations, MinMax calibration on ``feeds``). Raises RuntimeError naming onnxruntime's error when it fails."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-    try:
-        quantize_static(str(fp32_path), str(int8_path), _CalibrationReader(feeds), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=list(INT8_STATIC_OPS))
-    except Exception as err:  # noqa: BLE001  (re-raised with the step named; measure() records it)
-        raise RuntimeError(f"onnxruntime quantize_static (QDQ, per-channel) failed on this model: "
-                           f"{type(err).__name__}: {str(err)[:600]}") from err
-
-
 def _build_onnx(arm: Arm, model, images, ids, mask, device, workdir: Path, notes: dict):
-    """Export (and with ``int8_static`` quantize) the model, open an onnxruntime session; returns the
-    callable -> output dict. Fills ``notes`` (exporter, quantization)."""
-    import onnxruntime as ort
-    import torch
+    """The model as ``ovd predict --backend onnxruntime`` runs it (:class:`ovd.onnx_backend.OnnxDetector`:
+    exported at this batch size, ``int8_static`` quantized on :func:`calibration_feeds`); returns the callable
+    -> output dict. Fills ``notes`` (exporter, quantization, exported token buckets)."""
+    from ovd.onnx_backend import OnnxDetector
 
-    f = set(arm.features)
-    providers = ["CPUExecutionProvider"]
-    if device.type == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise RuntimeError("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
-        providers = ["CUDAExecutionProvider"]
-    path = workdir / f"{arm.name}.onnx"
-    cpu_model = copy.deepcopy(model).cpu() if device.type == "cuda" else model
-    notes["exporter"] = _export_onnx(cpu_model, images.cpu(), ids.cpu(), mask.cpu(), path)
-    if "int8_static" in f:
-        q_path = workdir / f"{arm.name}.int8.onnx"
-        quantize_static_qdq(path, q_path, calibration_feeds(cpu_model, images.shape[0]))
-        notes["quantization"] = (f"onnxruntime quantize_static QDQ of {'/'.join(INT8_STATIC_OPS)}, per-channel QInt8 "
-                                 f"weights, QUInt8 activations, "
-                                 f"MinMax on {CALIBRATION_BATCHES} held-out synthetic batches")
-        path = q_path
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # ORT's idle workers spin after each run by default: interleaved with torch calls in this process
-    # they would steal the cores from the reference and inflate the gain.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(str(path), opts, providers=providers)
-    feeds = {"images": images.cpu().numpy(), "input_ids": ids.cpu().numpy(),
-             "attention_mask": mask.cpu().numpy()}
-    text_mask = mask.cpu() != 0
+    quantize = "int8" if "int8_static" in arm.features else "none"
+    calibration = calibration_feeds(model, images.shape[0]) if quantize == "int8" else None
+    (workdir / arm.name).mkdir(parents=True, exist_ok=True)
+    det = OnnxDetector(model, batch_size=images.shape[0], quantize=quantize, calibration=calibration,
+                       device=device, workdir=workdir / arm.name)
 
     def fn():
-        logits, boxes = sess.run(["pred_logits", "pred_boxes"], feeds)
-        return {"pred_logits": torch.from_numpy(logits), "pred_boxes": torch.from_numpy(boxes),
-                "text_mask": text_mask}
+        return det(images, ids, mask)
 
+    fn()  # export (and quantize) happen on the first call
+    notes.update({k: v for k, v in det.notes.items() if k in ("exporter", "quantization", "exported")})
     return fn
 
 
@@ -313,8 +226,7 @@ def build_arm(arm: Arm, model, images, ids, mask, device, workdir: Path) -> tupl
     notes: dict = {}
     t0 = time.perf_counter()
     if "onnx" in f:
-        fn = _build_onnx(arm, model, images, ids, mask, device, workdir, notes)
-        fn()  # first run: session warm-up counts as set-up
+        fn = _build_onnx(arm, model, images, ids, mask, device, workdir, notes)  # its first call included
         return fn, time.perf_counter() - t0, notes
     mutating = {"channels_last", "int8", "compile", "compile_max_autotune", "cuda_graphs"} & f
     m = copy.deepcopy(model) if mutating else model

@@ -14,11 +14,14 @@ the built-in data (or ``data_root``), the arm applied around it:
 An arm (``bench.measure.arms.ARMS``) is applied as: ``bf16``/``fp16`` = ``torch.autocast`` around the
 evaluation; ``int8`` = ``ovd.batch_predict.prepare_for_inference(model, "fp32", "int8")`` (dynamic int8
 quantization of every ``nn.Linear`` on a copy: exactly what ``ovd predict --quantize int8`` runs);
+``onnx`` = :class:`ovd.onnx_backend.OnnxDetector` (what ``ovd predict --backend onnxruntime`` runs: the
+forward exported and run by onnxruntime), with ``int8_static`` its static int8 QDQ graph calibrated on the
+first :data:`CALIBRATION_IMAGES` training images with their captions (never an evaluated image);
 ``inference_mode`` = ``torch.inference_mode`` instead of ``torch.no_grad``; ``text_cache`` changes no
 number (the text encoder runs the same math once instead of per call; the vocabulary protocol already
 caches it), so it is evaluated as the arm without it. The reference is fp32 eager (``torch.no_grad``) and is
 always evaluated. Arms that cannot run on the device (fp16 on the CPU, int8 on CUDA) and arms whose
-features are not applied here (compile, onnx, channels_last: fp32 math, parity-checked by ``arms``) get
+features are not applied here (compile, channels_last: fp32 math, parity-checked by ``arms``) get
 ``not-measured`` rows with the reason.
 
 Rows: ``arm_acc/{arm}/{split}/{metric}``, metric in ``mAP50`` (unit "mAP"), ``R@1`` (unit "", a fraction),
@@ -40,7 +43,8 @@ VOCAB_METRICS = ("vocab_mAP50",)
 VOCAB_EXTRA = ("absent_fp_rate", "present_recall")
 UNITS = {"mAP50": "mAP", "R@1": "", "vocab_mAP50": "mAP"}
 #: features an accuracy arm may have; text_cache changes no number (module docstring)
-APPLIED_FEATURES = {"inference_mode", "bf16", "fp16", "int8", "text_cache"}
+APPLIED_FEATURES = {"inference_mode", "bf16", "fp16", "int8", "text_cache", "onnx", "int8_static"}
+CALIBRATION_IMAGES = 32  # training images (with their captions) that calibrate the static int8 graph
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +58,10 @@ class ArmsAccuracySpec(Spec):
     protocols: tuple = PROTOCOLS
     batch_size: int = 8  # images per forward
     data_root: str | None = None  # None: the built-in synthetic set (flickr30k layout)
+    # how the checkpoint was (or is to be) trained: {"preset", "overrides", "seed", "budget_s"}. When given, the
+    # checkpoint is reused only if its fingerprint (ovd.training.reuse: config, data, seed, budget) matches,
+    # else it is trained here first; None: the checkpoint must exist.
+    train: dict | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -76,6 +84,13 @@ class ArmsAccuracySpec(Spec):
                 raise SpecError(f"{o}: splits[] must be split names, got {split!r}")
         _positive_int(o, "max_images", self.max_images)
         _positive_int(o, "batch_size", self.batch_size)
+        if self.train is not None:
+            if not isinstance(self.train, dict) or not isinstance(self.train.get("preset"), str):
+                raise SpecError(f"{o}: train must be a dict with a preset name, got {self.train!r}")
+            unknown = set(self.train) - {"preset", "overrides", "seed", "budget_s"}
+            if unknown:
+                raise SpecError(f"{o}: train has unknown keys {sorted(unknown)}; accepted: preset, overrides, seed, "
+                                "budget_s")
 
 
 @dataclass
@@ -90,6 +105,7 @@ class ArmsAccuracyResult:
     protocols: list
     reference: str = "eager"
     arms: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)  # {"reused": bool, "reason": why it was (re)trained} when trained
 
     def _metrics(self) -> list[str]:
         out = []
@@ -104,7 +120,7 @@ class ArmsAccuracyResult:
         for name, rec in self.arms.items():
             for split in self.splits:
                 extra = {"checkpoint": self.checkpoint, "device": self.device, "max_images": self.max_images,
-                         "features": rec.get("features"), "reference": self.reference}
+                         "features": rec.get("features"), "reference": self.reference, **self.provenance}
                 values = (rec.get("splits") or {}).get(split)
                 for metric in self._metrics():
                     key = f"arm_acc/{name}/{split}/{metric}"
@@ -122,17 +138,23 @@ class ArmsAccuracyResult:
 
 # -- applying an arm -------------------------------------------------------------------------
 
-def arm_runner(arm, model, device) -> tuple:
+def arm_runner(arm, model, device, batch_size: int = 8, calibration: list | None = None) -> tuple:
     """(the model to evaluate, a context factory to run it under) for an arm with features in
     ``APPLIED_FEATURES``. int8 goes through ``ovd.batch_predict.prepare_for_inference`` (a quantized
-    copy; ``model`` is not changed); bf16/fp16 add ``torch.autocast``."""
+    copy; ``model`` is not changed); onnx through :class:`ovd.onnx_backend.OnnxDetector` (exported at
+    ``batch_size``; with int8_static calibrated on ``calibration``); bf16/fp16 add ``torch.autocast``."""
     import torch
 
     from bench.common import autocast
     from ovd.batch_predict import prepare_for_inference
 
     f = set(arm.features)
-    if "int8" in f:
+    if "onnx" in f:
+        from ovd.onnx_backend import OnnxDetector
+
+        model = OnnxDetector(model, batch_size=batch_size, quantize="int8" if "int8_static" in f else "none",
+                             calibration=calibration if "int8_static" in f else None, device=device)
+    elif "int8" in f:
         model = prepare_for_inference(model, "fp32", "int8")
     precision = "bf16" if "bf16" in f else "fp16" if "fp16" in f else "fp32"
     grad = torch.inference_mode if "inference_mode" in f else torch.no_grad
@@ -143,6 +165,21 @@ def arm_runner(arm, model, device) -> tuple:
             yield
 
     return model, context
+
+
+def training_calibration(dm, n_images: int = CALIBRATION_IMAGES) -> list[tuple]:
+    """The first ``n_images`` training samples (images, input_ids, attention_mask: the collator's batches,
+    CPU) of the datamodule ``dm``: the static int8 arm's calibration data."""
+    out, seen = [], 0
+    for batch in dm.dataloader_for("train"):
+        k = min(n_images - seen, batch["images"].shape[0])
+        out.append((batch["images"][:k], batch["input_ids"][:k], batch["attention_mask"][:k]))
+        seen += k
+        if seen >= n_images:
+            break
+    if not out:
+        raise ValueError("no training image to calibrate the static int8 arm on")
+    return out
 
 
 def why_not(arm, device) -> str | None:
@@ -205,6 +242,20 @@ def evaluate_arm(model, dm, spec: ArmsAccuracySpec, device, context: Callable) -
     return out
 
 
+def ensure_checkpoint(spec: ArmsAccuracySpec, device) -> dict:
+    """Reuse ``spec.checkpoint`` when its fingerprint matches ``spec.train`` (config, data, seed, budget), else
+    train it now (:func:`ovd.training.reuse.train_or_reuse`). Returns {"checkpoint_reused": bool,
+    "checkpoint_trained_because": reason or None}."""
+    from bench.common import build_config
+    from ovd.training.reuse import train_or_reuse
+
+    t = spec.train
+    config = build_config(t["preset"], t.get("overrides"), device)
+    out = train_or_reuse(config, spec.checkpoint, data_root=spec.data_root, seed=int(t.get("seed", 0)),
+                         budget_s=float(t.get("budget_s", 60)))
+    return {"checkpoint_reused": bool(out["reused"]), "checkpoint_trained_because": out["reason"]}
+
+
 def measure(spec: ArmsAccuracySpec | dict) -> ArmsAccuracyResult:
     """Evaluate the reference and every arm of ``spec`` on the checkpoint (module docstring)."""
     from bench.common import resolve_device
@@ -215,6 +266,7 @@ def measure(spec: ArmsAccuracySpec | dict) -> ArmsAccuracyResult:
     spec = ArmsAccuracySpec.coerce(spec)
     device = resolve_device(spec.device)
     limit_threads()
+    provenance = ensure_checkpoint(spec, device) if spec.train is not None else {}
     module = load_checkpoint(spec.checkpoint)  # weights_only=True
     model = module.model.to(device).eval()
     # grounding: the first max_images records; the vocabulary protocol reads every record (its prompt is the
@@ -222,8 +274,9 @@ def measure(spec: ArmsAccuracySpec | dict) -> ArmsAccuracyResult:
     dm = build_datamodule(module.config, spec.data_root, limit=spec.max_images, batch_size=spec.batch_size,
                           num_workers=0)
     result = ArmsAccuracyResult(spec.checkpoint, str(device), spec.max_images, list(spec.splits),
-                                list(spec.protocols), REFERENCE)
+                                list(spec.protocols), REFERENCE, provenance=provenance)
     names = [REFERENCE] + [n for n in spec.arms if n != REFERENCE]
+    calibration = None
     for name in names:
         arm = get_arm(name)
         rec = result.arms[name] = {"features": list(arm.features)}
@@ -232,7 +285,9 @@ def measure(spec: ArmsAccuracySpec | dict) -> ArmsAccuracyResult:
             rec["skipped"] = reason
             continue
         try:
-            arm_model, context = arm_runner(arm, model, device)
+            if "int8_static" in arm.features and calibration is None:
+                calibration = training_calibration(dm)
+            arm_model, context = arm_runner(arm, model, device, spec.batch_size, calibration)
             rec["splits"] = evaluate_arm(arm_model, dm, spec, device, context)
         except Exception as err:  # noqa: BLE001  (recorded; the other arms go on)
             if name == REFERENCE:

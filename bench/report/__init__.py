@@ -94,8 +94,17 @@ def _footer(res: Results, pngs: list[str]) -> list[str]:
 
 
 #: how `ovd predict` runs an arm's numerics (None: predict has no switch for it)
-PREDICT_FLAGS = {"fp32": "", "bf16": "--precision bf16", "int8": "--quantize int8", "int8_static": None,
-                 "fp16": None}
+PREDICT_FLAGS = {"fp32": "", "bf16": "--precision bf16", "int8": "--quantize int8",
+                 "int8_static": "--backend onnxruntime --quantize int8", "fp16": None}
+
+
+def predict_flag(features) -> str | None:
+    """The `ovd predict` options that run an arm's arithmetic and backend ("" = the default; None = not
+    available in predict)."""
+    flag = PREDICT_FLAGS.get(_numerics(features))
+    if flag is not None and "onnx" in features and "--backend" not in flag:
+        flag = (flag + " --backend onnxruntime").strip()
+    return flag
 
 
 def _numerics(features) -> str:
@@ -124,11 +133,13 @@ def recommendation(res: Results, acc_src: Results) -> str:
         if name == REFERENCE or g is None:
             continue
         kind = _numerics(arm.features)
+        if judged.get(name) is False:  # this very arm was rejected on the trained checkpoint
+            continue
         if kind == "fp32":
             parity = ok_row(res, v, f"arm/{name}/parity_ok")
             if not parity or parity.value != 1.0:
                 continue
-        elif not by_numerics.get(kind):
+        elif not judged.get(name, by_numerics.get(kind)):
             continue
         if best is None or g.value > best[1].value:
             best = (name, g, kind)
@@ -138,7 +149,7 @@ def recommendation(res: Results, acc_src: Results) -> str:
         return f"**Recommendation**: no arm beyond fp32 eager is both faster and accepted in these results ({why})."
     name, g, kind = best
     q = f" [{fmt(g.stats.q1)}, {fmt(g.stats.q3)}]" if g.stats and g.stats.n > 1 else " (one process: no interval)"
-    flag = PREDICT_FLAGS.get(kind)
+    flag = predict_flag(ARMS[name].features)
     how = (f"`ovd predict ... {flag}`" if flag else "`ovd predict` (fp32, its default)") if flag is not None else \
         "not available in `ovd predict` yet (the suite's arm only)"
     basis = "outputs within fp32 parity" if kind == "fp32" else \

@@ -102,8 +102,21 @@ def _delta_text(deltas: dict, split: str) -> str:
     return ", ".join(parts) or "-"
 
 
+AS_ABOVE = "(as above)"
+
+
+def _verdict_cell(verdict: str, first: bool) -> str:
+    """The verdict column of one split row: a failing or rejected arm's reason (the same for all its splits)
+    on its first row only, "(as above)" on the others; short verdicts ("accepted", the reference) on every
+    row."""
+    if first or verdict == "accepted" or verdict.startswith("reference"):
+        return verdict
+    return AS_ABOVE
+
+
 def arms_accuracy_table(res: Results) -> list[dict]:
-    """One row per (variant, arm, split): the metrics, delta vs fp32 and the arm's verdict (over all splits)."""
+    """One row per (variant, arm, split): the metrics, delta vs fp32 and the arm's verdict (over all splits;
+    a failure or rejection reason is written once, on the arm's first row)."""
     rows = []
     data = collect(res)
     for variant, arms in data.items():
@@ -118,16 +131,29 @@ def arms_accuracy_table(res: Results) -> list[dict]:
                 verdict, deltas = accuracy_verdict(ref, values)
                 if verdict == "rejected":
                     verdict += ": " + "; ".join(deltas.get("failed", []))[:200]
-            for split in (s for s in rec if not s.startswith("_")):
+            for i, split in enumerate(s for s in rec if not s.startswith("_")):
                 v = values.get(split, {})
                 row = {"arm": name, "split": split, "mAP50": fmt(v.get("mAP50")), "R@1": fmt(v.get("R@1")),
                        "vocab mAP50": fmt(v.get("vocab_mAP50")),
                        "delta vs fp32": "-" if name == REFERENCE else _delta_text(deltas, split),
-                       "verdict": verdict}
+                       "verdict": _verdict_cell(verdict, i == 0)}
                 if len(data) > 1:
                     row = {"variant": variant, **row}
                 rows.append(row)
     return rows
+
+
+def checkpoint_line(res: Results) -> str:
+    """Where the judged checkpoint came from: reused (fingerprint matched) or trained by the arms task and why;
+    "" when the rows do not say."""
+    for r in res.rows:
+        if r.metric.startswith(PREFIX) and "checkpoint_reused" in r.extra:
+            if r.extra["checkpoint_reused"]:
+                return ("The checkpoint is the accuracy run's own (first seed), reused because its fingerprint "
+                        "(config, data, seed, budget) matched.\n")
+            why = r.extra.get("checkpoint_trained_because") or "no reason recorded"
+            return f"The checkpoint was trained for this measurement ({why}).\n"
+    return ""
 
 
 def arms_accuracy_section(res: Results) -> list[str]:
@@ -139,6 +165,9 @@ def arms_accuracy_section(res: Results) -> list[str]:
             f"An arm is accepted when mAP50 and R@1 (and vocabulary mAP50) on every split keep >= {KEEP:.0%} of "
             f"the fp32 eager reference and drop at most {MAX_ABS_DROP:g} below it (MLPerf's rule for "
             "reduced-precision inference). Accuracy numbers come from the trained optimized-tiny checkpoint "
-            "(the same evaluation code under each arm; int8 is `ovd predict --quantize int8`'s transform); the "
-            "speed column of the arms table comes from the full-size optimized variant.\n",
+            "(the same evaluation code under each arm: int8-dynamic is `ovd predict --quantize int8`'s transform, "
+            "onnx-ort and onnx-ort-int8-static are `ovd predict --backend onnxruntime [--quantize int8]`'s "
+            "object, the static graph calibrated on 32 training images); the speed column of the arms table "
+            "comes from the full-size optimized variant.\n",
+            checkpoint_line(res),
             md(table)]

@@ -172,6 +172,10 @@ def train_and_evaluate(config: DetectorConfig, data_root: str | None = None, max
     if checkpoint_path is not None:
         Path(checkpoint_path).parent.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(checkpoint_path, weights_only=True)
+        from .reuse import training_fingerprint, write_fingerprint  # the sidecar that lets a later run reuse it
+
+        fingerprint = training_fingerprint(config, data_root, data_format, seed, max_time_s, limit)
+        write_fingerprint(checkpoint_path, fingerprint)
     final = {}
     for split in splits:
         try:
