@@ -190,17 +190,16 @@ PROFILES: dict[str, Profile] = {
         "the backbone ceiling of that pair, the one-factor ladder at tiny size, the matmul peak, inference arms, "
         "data-parallel scaling; 5 interleaved repeats of the pair, 3 of the sweep and of every arm, 2 of the ladder; no "
         "training runs (accuracy, time to target and the arms' accuracy come from the `accuracy` profile: pass its "
-        "folder with --accuracy); peers and scaling curves are in `full` (about 20 min on 2 CPU cores)",
+        "folder with --accuracy); peers and scaling curves are in `full` (about 23 min on 2 CPU cores)",
         static_variants=("baseline", "optimized") + _speed_ladder("baseline-tiny", "optimized-tiny"),
         memory_variants=("baseline", "optimized", "baseline-tiny", "optimized-tiny"),
         speed_variants=("baseline", "optimized", "baseline-tiny", "optimized-tiny")
         + tuple(v.name for v in ladder_of("baseline-tiny") if not v.accuracy_only),
-        # Budget (wall times of the previous default run, 1,322 s in 105 processes): sweep 279 s (to batch 16),
-        # arms 215 s, ladder speed 194 s, pair speed 181 s (5 repeats), static 128 s, ceiling 89 s, data-parallel
-        # 88 s, train_loop 76 s, memory 55 s, roofline 20 s. Cut: the sweep capped at batch 8 (batch 16 was half
-        # its time, and both variants' training peaks only hit the cap); added: a third process of the shared arms
-        # (every arm gets 3). Kept: 5 repeats of the pair (the verdicts issue). About 3.5 s of every process is
-        # start-up (python, torch, timm, transformers): with ~110 processes that is the floor of this plan.
+        # Budget (wall times of this plan's run, 1,359 s in 106 processes): arms 260 s (3 processes each), sweep
+        # 251 s (capped at batch 8: batch 16 was half its time and both variants' training peaks only hit the cap;
+        # each point adds one untimed call for memory), ladder speed 197 s, pair speed 182 s (5 repeats: the
+        # verdicts issue), static 134 s, ceiling 95 s, data-parallel 88 s, train_loop 77 s, memory 56 s, roofline
+        # 19 s. About 3.5 s of every process is start-up (python, torch, timm, transformers): ~6 min of the total.
         repeats=2, pair_repeats=5, warmup=1, iters=2, train_batch=4, infer_batch=4,
         train_loop_steps=6, train_loop_warmup=1, train_loop_repeats=2, timeout_s=600,
         pair=("baseline", "optimized"),
