@@ -223,7 +223,10 @@ def test_ctrl_c_saves_a_checkpoint(small_root, tmp_path):
     out = tmp_path / "interrupted"
     cmd = [sys.executable, "-m", "ovd.cli", "train", "--preset", "optimized-tiny", "--data-root", str(small_root),
            "--max-steps", "100000", "--batch-size", "2", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A job started with `&` by a non-interactive shell (a CI script) inherits SIGINT ignored, and Python then
+    # keeps it ignored: give the child the default disposition, as a terminal's Ctrl-C would find it.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.glob("tb/*/events.out.tfevents*")):
         time.sleep(0.5)
