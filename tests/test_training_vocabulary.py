@@ -105,19 +105,37 @@ def test_chunking_refuses_an_entry_longer_than_the_prompt(tokenizer):
         chunk_vocabulary(["red circle", "a very long winded name of a shape"], tokenizer, max_tokens=6)
 
 
-def test_query_detections_label_is_the_best_entry_by_mean_token_score():
+def test_query_detections_ranks_every_query_under_every_entry():
     # Tokens: [CLS] red circle . blue square [SEP]; entry 0 = tokens 1-2, entry 1 = tokens 4-5.
     masks = torch.tensor([[0, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 0]], dtype=torch.bool)
     logit = torch.logit(torch.tensor([
-        [0.1, 0.9, 0.1, 0.1, 0.6, 0.6, 0.1],  # entry 0 mean 0.5, entry 1 mean 0.6 -> entry 1; max 0.9
-        [0.1, 0.8, 0.8, 0.1, 0.1, 0.1, 0.1],  # entry 0
+        [0.1, 0.9, 0.1, 0.1, 0.6, 0.6, 0.1],  # entry 0 mean 0.5, entry 1 mean 0.6 -> predict labels it 1; max 0.9
+        [0.1, 0.8, 0.8, 0.1, 0.1, 0.1, 0.1],  # entry 0 mean 0.8, entry 1 mean 0.1
     ]))
     boxes = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.25, 0.25, 0.5, 0.5]])
     det = query_detections(logit, boxes, torch.ones(7, dtype=torch.bool), masks, height=100, width=200)
-    assert det["labels"].tolist() == [1, 0]
-    assert det["scores"].tolist() == pytest.approx([0.6, 0.8], abs=1e-5)
-    assert det["box_scores"].tolist() == pytest.approx([0.9, 0.8], abs=1e-5)
-    assert det["boxes"][1].tolist() == pytest.approx([0.0, 0.0, 100.0, 50.0], abs=1e-4)
+    # Query-major pairs: (q0, e0), (q0, e1), (q1, e0), (q1, e1), each scored by the entry's mean token sigmoid,
+    # so query 0's box also ranks as a class-0 detection (AP's queries x classes post-processing).
+    assert det["labels"].tolist() == [0, 1, 0, 1]
+    assert det["scores"].tolist() == pytest.approx([0.5, 0.6, 0.8, 0.1], abs=1e-5)
+    # predict's rule: one box per query, on its best entry's pair, with the best token's sigmoid; 0 elsewhere.
+    assert det["box_scores"].tolist() == pytest.approx([0.0, 0.9, 0.8, 0.0], abs=1e-5)
+    assert det["boxes"][0].tolist() == det["boxes"][1].tolist()
+    assert det["boxes"][2].tolist() == pytest.approx([0.0, 0.0, 100.0, 50.0], abs=1e-4)
+
+
+def test_a_second_class_on_the_same_box_counts_for_ap():
+    # One object of class 1; the only query scores class 0 higher (0.7) than class 1 (0.6). With one detection
+    # per query (its best class) class 1 would get no detection and AP 0; as a (query, class) pair it is found.
+    masks = torch.tensor([[0, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 0]], dtype=torch.bool)
+    logit = torch.logit(torch.tensor([[0.1, 0.7, 0.7, 0.1, 0.6, 0.6, 0.1]]))
+    det = query_detections(logit, torch.tensor([[0.5, 0.5, 0.4, 0.4]]), torch.ones(7, dtype=torch.bool), masks,
+                           height=100, width=100)
+    target = {"boxes": torch.tensor([[30.0, 30.0, 70.0, 70.0]]), "labels": torch.tensor([1])}
+    result = score_vocabulary([det], [target], threshold=0.3, num_classes=2)
+    assert result["vocab_mAP50"] == pytest.approx(1.0, abs=1e-6)  # class 0 has no GT anywhere: not averaged
+    # ... but predict's rule labels the query class 0: a false positive on the absent class, and a missed class 1.
+    assert result["absent_fp_pair_rate"] == pytest.approx(1.0) and result["present_recall"] == pytest.approx(0.0)
 
 
 @pytest.fixture(scope="module")

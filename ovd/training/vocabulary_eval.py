@@ -9,15 +9,18 @@ class is a false positive. This module is that protocol:
 - **Prompt**: the split's whole class vocabulary (:func:`ovd.data.vocabulary.split_vocabulary`), joined with
   " . " and cut into several prompts when it exceeds ``text.max_tokens`` (as Grounding DINO does for LVIS);
   every class is in exactly one prompt (:func:`chunk_vocabulary`).
-- **Detections**: per image and prompt, every query is one detection; its class is the prompt entry whose
-  tokens score highest (mean sigmoid over the entry's tokens, as ``predict`` labels phrase lists), its score
-  that mean. Detections of all prompts of an image are merged, the top ``max_detections`` kept.
+- **Detections**: per image and prompt, every (query, prompt entry) pair is one detection, scored by the mean
+  sigmoid over the entry's tokens: the standard DETR post-processing for AP (Deformable DETR's top-k over
+  queries x classes, Grounding DINO's ``PostProcessCocoGrounding``), so one box may rank under several classes.
+  Detections of all prompts of an image are merged, the top ``max_detections`` kept. (Until 2026-11-29 each
+  query gave one detection, its best entry only; that capped recall and about halved vocab mAP50 on the same
+  weights.)
 - **GT** per image: every unique (clipped) box named by a phrase of any caption of the image, with the class
   of that phrase's :func:`~ovd.data.vocabulary.phrase_key` (a box named by two different keys is one GT per key).
 - **Scores** (:func:`score_vocabulary`): torchmetrics ``MeanAveragePrecision`` (bbox, xyxy pixels) over all
   classes and images, absent classes included: a detection of a class with no object in that image is a
-  false positive of that class. Plus, at ``predict``'s threshold (a query gives a box when its best token's
-  sigmoid over the prompt exceeds it):
+  false positive of that class. Plus, at ``predict``'s threshold (a query gives one box, labelled with its
+  best entry, when its best token's sigmoid over the prompt exceeds it):
   ``absent_fp_rate`` = share of images with >= 1 box labelled with a class absent from the image (any of the
   vocabulary's absent classes: strict, it grows with the vocabulary), ``absent_fp_pair_rate`` = share of
   (image, absent class) pairs with >= 1 box of that class (the rate one absent phrase in a prompt is boxed at,
@@ -228,22 +231,30 @@ def _prompt_tensors(processor, entries: list[str], device) -> dict:
 
 def query_detections(pred_logits: Tensor, pred_boxes: Tensor, text_mask: Tensor, entry_masks: Tensor,
                      height: int, width: int) -> dict[str, Tensor]:
-    """One image, one prompt: every query as a detection.
+    """One image, one prompt: every (query, entry) pair as a detection.
 
     Args:
         pred_logits: (Q, T) raw logits; pred_boxes: (Q, 4) normalized cxcywh; text_mask: (T,) bool real tokens;
         entry_masks: (C, T) bool, the tokens of each prompt entry.
     Returns:
-        {"boxes": (Q, 4) xyxy pixels, "scores": (Q,) best entry's mean token sigmoid, "labels": (Q,) index
-        of that entry within the prompt, "box_scores": (Q,) best real-token sigmoid (``predict``'s keep rule)}.
+        D = Q * C detections, query-major (detection q * C + c is query q under entry c):
+        {"boxes": (D, 4) xyxy pixels, "scores": (D,) the entry's mean token sigmoid (ranks for AP), "labels": (D,)
+        index of the entry within the prompt, "box_scores": (D,) ``predict``'s keep score: the query's best
+        real-token sigmoid on the pair of its best entry (the label ``predict`` would give it), 0 elsewhere, so a
+        query passing the threshold boxes exactly one class}.
     """
     probs = pred_logits.float().sigmoid()  # (Q, T)
     masks = entry_masks.float()  # (C, T)
     entry_scores = probs @ masks.T / masks.sum(-1).clamp(min=1)  # (Q, C) mean over each entry's tokens
-    scores, labels = entry_scores.max(-1)
-    box_scores = probs.masked_fill(~text_mask.bool(), 0.0).max(-1).values
-    boxes = normalized_cxcywh_to_pixel_xyxy(pred_boxes.float(), height, width)
-    return {"boxes": boxes, "scores": scores, "labels": labels, "box_scores": box_scores}
+    num_queries, num_entries = entry_scores.shape
+    best_entry = entry_scores.argmax(-1)  # (Q,)
+    query_score = probs.masked_fill(~text_mask.bool(), 0.0).max(-1).values  # (Q,)
+    box_scores = torch.zeros_like(entry_scores)
+    box_scores[torch.arange(num_queries), best_entry] = query_score
+    boxes = normalized_cxcywh_to_pixel_xyxy(pred_boxes.float(), height, width)  # (Q, 4)
+    return {"boxes": boxes.repeat_interleave(num_entries, dim=0), "scores": entry_scores.reshape(-1),
+            "labels": torch.arange(num_entries, device=probs.device).repeat(num_queries),
+            "box_scores": box_scores.reshape(-1)}
 
 
 def _merge(parts: list[dict]) -> dict[str, Tensor]:
