@@ -83,11 +83,38 @@ def test_draw_is_deterministic_per_seed_epoch_index():
     assert 10 < sum(1 for d in draws if not d) < 90  # rate 0.5: about half get none
 
 
+def test_hard_share_draws_names_sharing_a_word_with_the_image_first():
+    # Image "1" holds a red circle and a green star (and a "dark background"); among the 18 absent names of the
+    # vocabulary, the 12 hard ones share "red", "circle", "green" or "star" (red square/star/cross, green
+    # circle/square/cross, blue/yellow/white circle, blue/yellow/white star).
+    records = toy_records()
+    excluded = mentioned_keys(records)["1"]
+    words = set().union(*(k.split() for k in excluded))
+    uniform = sampler_for_records(records, max_phrases=4, rate=1.0, seed=3)
+    hard = sampler_for_records(records, max_phrases=4, rate=1.0, seed=3, hard_share=1.0)
+    def share_hard(sampler):
+        names = [n for i in range(400) for n in sampler.draw("1", i, max_phrases=4)]
+        assert not {phrase_key(n) for n in names} & excluded  # never a present object, hard or not
+        return sum(bool(set(phrase_key(n).split()) & words) for n in names) / len(names)
+    assert share_hard(hard) == 1.0
+    assert 0.5 < share_hard(uniform) < 0.85  # 12 of 18 absent names are hard: uniform draws them at ~67%
+    # Share 0 is the uniform sampler, draw for draw (old configs train as before).
+    zero = sampler_for_records(records, max_phrases=4, rate=1.0, seed=3, hard_share=0.0)
+    assert [zero.draw("1", i) for i in range(50)] == [uniform.draw("1", i) for i in range(50)]
+    # More draws than hard names: the 12 hard ones first, the rest from the other absent names, all distinct.
+    longest = max((hard.draw("1", i, max_phrases=18) for i in range(40)), key=len)
+    assert len(longest) > 12 and len(set(longest)) == len(longest)
+    assert all(set(phrase_key(n).split()) & words for n in longest[:12])
+    assert not any(set(phrase_key(n).split()) & words for n in longest[12:])
+
+
 def test_sampler_argument_errors():
     with pytest.raises(ValueError, match="max_phrases"):
         NegativePhraseSampler(["a"], {}, max_phrases=0)
     with pytest.raises(ValueError, match=r"rate=1.5 must be in \[0, 1\]"):
         NegativePhraseSampler(["a"], {}, max_phrases=1, rate=1.5)
+    with pytest.raises(ValueError, match=r"hard_share=-0.1 must be in \[0, 1\]"):
+        NegativePhraseSampler(["a"], {}, max_phrases=1, hard_share=-0.1)
 
 
 def test_append_negatives_keeps_the_caption_chars():
@@ -219,6 +246,7 @@ def test_presets_turn_negatives_on_alike():
     ({"train.negative_phrases": True}, r"train.negative_phrases=True must be an int >= 0"),
     ({"train.negative_rate": 1.2}, r"train.negative_rate=1.2 must be a number in \[0, 1\]"),
     ({"train.negative_rate": "half"}, r"train.negative_rate='half' must be a number in \[0, 1\]"),
+    ({"train.hard_negative_share": 2}, r"train.hard_negative_share=2 must be a number in \[0, 1\]"),
 ])
 def test_config_validation(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -228,12 +256,12 @@ def test_config_validation(overrides, message):
 def test_build_datamodule_passes_the_config(synth):
     from ovd.training.run import build_datamodule
 
-    dm = build_datamodule(get_config("optimized-tiny", {"train.negative_phrases": 2, "train.negative_rate": 0.25}),
-                          synth, limit=4)
+    dm = build_datamodule(get_config("optimized-tiny", {"train.negative_phrases": 2, "train.negative_rate": 0.25,
+                                                        "train.hard_negative_share": 0.4}), synth, limit=4)
     assert (dm.negative_phrases, dm.negative_rate) == (2, 0.25)
     dm.setup("fit")
     sampler = dm._negative_samplers["train"]
-    assert (sampler.max_phrases, sampler.rate) == (2, 0.25)
+    assert (sampler.max_phrases, sampler.rate, sampler.hard_share) == (2, 0.25, 0.4)
     assert len(sampler.excluded) == 16  # the whole split's images, not only the 4 kept by ``limit``
 
 

@@ -23,6 +23,7 @@ class GroundingDataModule(lightning.LightningDataModule):
     ``negative_phrases`` > 0: each train caption gets up to that many absent object names appended
     (a share ``negative_rate`` of them; see :mod:`ovd.data.negatives`), drawn from the vocabulary of
     the whole train split, seeded by (seed, epoch, index); val/test/other splits never get any.
+    ``hard_negative_share`` of each draw comes from names sharing a word with an object of the image.
     Batches are described in ``GroundingCollator``.
     """
 
@@ -47,6 +48,7 @@ class GroundingDataModule(lightning.LightningDataModule):
         negative_rate: float = 1.0,
         class_list_rate: float = 0.0,
         class_list_negatives: int = 0,
+        hard_negative_share: float = 0.0,
     ) -> None:
         super().__init__()
         if format not in FORMATS:
@@ -64,6 +66,7 @@ class GroundingDataModule(lightning.LightningDataModule):
         self.limit, self.seed = limit, seed
         self.negative_phrases, self.negative_rate = negative_phrases, float(negative_rate)
         self.class_list_rate, self.class_list_negatives = float(class_list_rate), int(class_list_negatives)
+        self.hard_negative_share = float(hard_negative_share)
         self._negative_samplers: dict = {}
         self.collator = GroundingCollator(tokenizer, max_tokens)
         self.datasets: dict[str, GroundingDataset] = {}
@@ -76,7 +79,7 @@ class GroundingDataModule(lightning.LightningDataModule):
                 # Before ``limit``: an image's captions beyond the limit still mark their objects present.
                 self._negative_samplers[split] = sampler_for_records(
                     records, max(self.negative_phrases, 1), self.negative_rate if self.negative_phrases else 0.0,
-                    self.seed)
+                    self.seed, self.hard_negative_share)
             if self.limit is not None:
                 records = records[: self.limit]
             self.datasets[split] = GroundingDataset(records, image_size=self.image_size, split=split)

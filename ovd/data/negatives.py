@@ -52,18 +52,26 @@ class NegativePhraseSampler:
         max_phrases: at most this many negatives per caption (>= 1); the count is uniform in [1, max].
         rate: share of captions (in [0, 1]) that get negatives at all.
         seed: with (epoch, index) seeds each draw.
+        hard_share: share (in [0, 1]) of each draw taken, while there are any, from *hard* negatives: absent
+            names that share a word with a name the image holds ("red square" for an image with a red circle),
+            so the loss must tell the other word apart (the tiny presets confuse shapes of the same colour);
+            the rest are drawn from the whole vocabulary. 0 = uniform.
     """
 
     def __init__(self, vocabulary: Sequence[str], excluded: Mapping[str, set[str]], max_phrases: int,
-                 rate: float = 1.0, seed: int = 0) -> None:
+                 rate: float = 1.0, seed: int = 0, hard_share: float = 0.0) -> None:
         if not isinstance(max_phrases, int) or max_phrases < 1:
             raise ValueError(f"max_phrases={max_phrases!r} must be an int >= 1")
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"rate={rate!r} must be in [0, 1]")
+        if not 0.0 <= hard_share <= 1.0:
+            raise ValueError(f"hard_share={hard_share!r} must be in [0, 1]")
         self.vocabulary = list(vocabulary)
         self.keys = [phrase_key(v) for v in self.vocabulary]
         self.excluded = excluded
         self.max_phrases, self.rate, self.seed = max_phrases, float(rate), int(seed)
+        self.hard_share = float(hard_share)
+        self._words = [set(k.split()) for k in self.keys]
 
     def draw(self, image_id: str, index: int, epoch: int = 0, max_phrases: int | None = None,
              stream: int = 0) -> list[str]:
@@ -79,22 +87,25 @@ class NegativePhraseSampler:
             return []
         count = int(rng.integers(1, limit + 1))
         excluded = self.excluded.get(image_id, set())
-        chosen = []
         # A permutation walk: O(vocabulary) per draw, no rejection loop that could spin when most
         # names are present in the image.
-        for i in rng.permutation(len(self.vocabulary)):
-            if self.keys[i] not in excluded:
-                chosen.append(self.vocabulary[i])
-                if len(chosen) == count:
-                    break
-        return chosen
+        candidates = [i for i in rng.permutation(len(self.vocabulary)) if self.keys[i] not in excluded]
+        if self.hard_share and excluded:
+            present_words = set().union(*(k.split() for k in excluded))
+            hard = [i for i in candidates if self._words[i] & present_words]
+            num_hard = min(len(hard), int(rng.binomial(count, self.hard_share)))
+            picked = set(hard[:num_hard])
+            rest = [i for i in candidates if i not in picked]
+            candidates = hard[:num_hard] + rest
+        return [self.vocabulary[i] for i in candidates[:count]]
 
 
 def sampler_for_records(records: Sequence[GroundingRecord], max_phrases: int, rate: float = 1.0,
-                        seed: int = 0) -> NegativePhraseSampler:
+                        seed: int = 0, hard_share: float = 0.0) -> NegativePhraseSampler:
     """A sampler drawing from the vocabulary of ``records`` (the whole training split, so an image's
     other captions are known even when a ``limit`` keeps only some of them)."""
-    return NegativePhraseSampler(split_vocabulary(records), mentioned_keys(records), max_phrases, rate, seed)
+    return NegativePhraseSampler(split_vocabulary(records), mentioned_keys(records), max_phrases, rate, seed,
+                                 hard_share)
 
 
 def append_negatives(caption: str, negatives: Sequence[str], keep_until: int = 0) -> tuple[str, list[dict]]:

@@ -66,7 +66,8 @@ def build_datamodule(config: DetectorConfig, data_root: str | Path | None, data_
         pin_memory=cfg.pin_memory and torch.cuda.is_available(),
         persistent_workers=cfg.persistent_workers and workers > 0, limit=limit, seed=cfg.seed,
         negative_phrases=cfg.negative_phrases, negative_rate=cfg.negative_rate,
-        class_list_rate=cfg.class_list_rate, class_list_negatives=cfg.class_list_negatives)
+        class_list_rate=cfg.class_list_rate, class_list_negatives=cfg.class_list_negatives,
+        hard_negative_share=cfg.hard_negative_share)
 
 
 #: Images of the val split the curve's vocabulary evaluation uses (the first ones, a fixed subset): one
