@@ -138,9 +138,9 @@ def _speed_ladder(root: str, opt: str) -> tuple:
 EXTRAS = ("sweep", "ceiling", "peers", "roofline", "scaling", "arms", "dataparallel")
 
 #: Arms sharing one process (interleaved, paired with the fp32 eager reference) and isolated ones.
-_CPU_ARMS = ("inference-mode", "channels-last", "bf16-autocast", "int8-dynamic", "text-cache",
-             "inference-mode+text-cache", "int8+text-cache", "bf16+text-cache", "compile", "onnx-ort",
-             "onnx-ort-int8-static")
+_CPU_ARMS = ("inference-mode", "channels-last", "bf16-autocast", "int8-dynamic", "int8-except-text", "text-cache",
+             "inference-mode+text-cache", "int8+text-cache", "int8-except-text+text-cache", "bf16+text-cache",
+             "compile", "onnx-ort", "onnx-ort-int8-static")
 # fp16 and CUDA-graph arms run on CUDA only (skipped on the CPU with that reason)
 _GPU_ONLY_ARMS = ("fp16-autocast", "fp16+text-cache", "compile-max-autotune", "cuda-graphs", "bf16+cuda-graphs")
 _ALL_ARMS = _CPU_ARMS + _GPU_ONLY_ARMS
@@ -226,8 +226,10 @@ PROFILES: dict[str, Profile] = {
         repeats=0, accuracy_budget_s=600, accuracy_target_map50=0.7, accuracy_eval_every_s=60, timeout_s=1800,
         pair=("baseline-tiny", "optimized-tiny"),
         # every arm that changes numbers or the backend: the ONNX Runtime graphs (fp32, static int8 calibrated on
-        # training images) as `ovd predict --backend onnxruntime` runs them, bf16 and dynamic int8
-        arms_accuracy=("eager", "bf16-autocast", "int8-dynamic", "onnx-ort", "onnx-ort-int8-static"),
+        # training images) as `ovd predict --backend onnxruntime` runs them, bf16, dynamic int8 of every Linear and
+        # of every Linear but the text encoder's
+        arms_accuracy=("eager", "bf16-autocast", "int8-dynamic", "int8-except-text", "onnx-ort",
+                       "onnx-ort-int8-static"),
         arms_accuracy_variant="optimized-tiny",
         arms_accuracy_images=200,  # per split: 1 point of mAP50 is a few captions; about 70 s for 3 arms
     ),

@@ -30,7 +30,10 @@ from .data.images import load_image
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FORMATS = ("jsonl", "coco")
 PRECISIONS = ("fp32", "bf16")
-QUANTIZATIONS = ("none", "int8")
+QUANTIZATIONS = ("none", "int8", "int8-except-text")
+#: the top-level submodule ``--quantize int8-except-text`` keeps in fp32: int8 there cost most of the accuracy the
+#: all-Linear transform lost on the trained tiny checkpoint (the image encoder, fusion and box head alone lost none)
+FP32_SUBMODULE = "text_encoder"
 BACKENDS = ("torch", "onnxruntime")
 #: images (the first readable ones of the run, with the run's prompt) that calibrate onnxruntime's static int8 graph
 CALIBRATION_IMAGES = 32
@@ -126,13 +129,16 @@ def check_inference_options(precision: str, quantize: str, device: torch.device,
         raise ValueError(f"--quantize {quantize!r}: accepted: {', '.join(QUANTIZATIONS)}")
     if backend not in BACKENDS:
         raise ValueError(f"--backend {backend!r}: accepted: {', '.join(BACKENDS)}")
-    if quantize == "int8" and torch.device(device).type != "cpu":
-        raise ValueError(f"--quantize int8: int8 inference runs on the CPU only here (PyTorch has no "
+    if quantize.startswith("int8") and torch.device(device).type != "cpu":
+        raise ValueError(f"--quantize {quantize}: int8 inference runs on the CPU only here (PyTorch has no "
                          f"quantized Linear kernels for {torch.device(device).type}); use --device cpu, or "
                          "--quantize none with --precision bf16 on the GPU")
-    if quantize == "int8" and precision != "fp32":
-        raise ValueError(f"--quantize int8 with --precision {precision}: int8 layers take fp32 activations; "
-                         "use --precision fp32 with --quantize int8")
+    if quantize.startswith("int8") and precision != "fp32":
+        raise ValueError(f"--quantize {quantize} with --precision {precision}: int8 layers take fp32 activations; "
+                         f"use --precision fp32 with --quantize {quantize}")
+    if backend == "onnxruntime" and quantize == "int8-except-text":
+        raise ValueError("--quantize int8-except-text is PyTorch's dynamic int8 (--backend torch); with --backend "
+                         "onnxruntime use --quantize int8 (static int8 of the exported graph)")
     if backend == "onnxruntime" and precision != "fp32":
         raise ValueError(f"--backend onnxruntime with --precision {precision}: the exported graph is fp32; use "
                          "--precision fp32 (optionally with --quantize int8: static int8)")
@@ -145,7 +151,8 @@ def prepare_for_inference(model: torch.nn.Module, precision: str = "fp32", quant
 
     - ``backend="torch"``: the model itself; with ``quantize="int8"`` a copy with dynamic int8 quantization of
       every ``nn.Linear`` (``torch.ao.quantization.quantize_dynamic``: int8 weights, activations quantized per
-      call, fp32 in and out; ``model``'s weights are left as they are).
+      call, fp32 in and out; ``model``'s weights are left as they are); with ``quantize="int8-except-text"`` the
+      same but the text encoder (:data:`FP32_SUBMODULE`) stays fp32.
     - ``backend="onnxruntime"``: :class:`ovd.onnx_backend.OnnxDetector` (the forward exported at
       ``batch_size`` and run by onnxruntime, same ``predict``); with ``quantize="int8"`` its static int8 QDQ
       graph, calibrated on ``calibration``: (PIL image, caption) pairs (``ovd predict`` gives the first
@@ -170,8 +177,14 @@ def prepare_for_inference(model: torch.nn.Module, precision: str = "fp32", quant
         return OnnxDetector(model, batch_size=batch_size, quantize=quantize, calibration=batches, device=device)
     if quantize == "none":
         return model
-    from torch.ao.quantization import quantize_dynamic
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
+    if quantize == "int8-except-text":
+        if not isinstance(getattr(model, FP32_SUBMODULE, None), torch.nn.Module):
+            raise ValueError(f"--quantize int8-except-text: the model has no {FP32_SUBMODULE!r} submodule to keep in "
+                             "fp32; use --quantize int8")
+        # qconfig by module name: "" (the whole model) quantized, the text encoder's subtree not
+        return quantize_dynamic(model, {"": default_dynamic_qconfig, FP32_SUBMODULE: None}, dtype=torch.qint8)
     return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 

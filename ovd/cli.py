@@ -294,10 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="--images: auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="--images: bf16 runs under torch.autocast(dtype=torch.bfloat16)")
-    p.add_argument("--quantize", default="none", choices=["none", "int8"],
+    p.add_argument("--quantize", default="none", choices=["none", "int8", "int8-except-text"],
                    help="int8 (CPU only, with --precision fp32): with --backend torch, dynamic int8 quantization "
                    "of every nn.Linear (int8 weights, fp32 activations); with --backend onnxruntime, static int8 "
-                   "(QDQ) calibrated on the first 32 readable input images with the prompt. See the benchmark "
+                   "(QDQ) calibrated on the first 32 readable input images with the prompt. int8-except-text "
+                   "(--backend torch): dynamic int8 of every nn.Linear but the text encoder's. See the benchmark "
                    "report's accuracy-judged arms")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
                    help="onnxruntime: the forward exported to ONNX (at --batch-size, prompts padded to a multiple "

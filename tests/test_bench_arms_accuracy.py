@@ -116,9 +116,9 @@ def test_spec_validation():
 
 def test_measure_on_a_tiny_checkpoint(checkpoint):
     result = measure({"checkpoint": str(checkpoint), "device": "cpu", "max_images": 2, "splits": ["val"],
-                      "batch_size": 4, "arms": ["eager", "int8-dynamic", "fp16-autocast"]})
+                      "batch_size": 4, "arms": ["eager", "int8-dynamic", "int8-except-text", "fp16-autocast"]})
     rows = {r.metric: r for r in result.rows()}
-    for arm in ("eager", "int8-dynamic"):  # bf16 autocast is slow on a CPU: the same path as fp16, not run here
+    for arm in ("eager", "int8-dynamic", "int8-except-text"):  # bf16 autocast is slow on a CPU: the same path as fp16, not run here
         for metric, unit in (("mAP50", "mAP"), ("R@1", ""), ("vocab_mAP50", "mAP")):
             row = rows[f"arm_acc/{arm}/val/{metric}"]
             assert row.status == "ok", row.error
@@ -141,6 +141,29 @@ def test_prepare_for_inference_quantizes_linear_and_refuses_bad_pairs():
         prepare_for_inference(model, "fp32", "int4")
 
 
+def test_int8_except_text_keeps_the_text_encoder_fp32(checkpoint):
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    from ovd.training.module import load_checkpoint
+
+    model = load_checkpoint(checkpoint).model.eval()
+    q = prepare_for_inference(model, "fp32", "int8-except-text")
+    kinds = {part: {type(m) for m in getattr(q, part).modules() if isinstance(m, (torch.nn.Linear, DynamicLinear))}
+             for part in ("image_encoder", "text_encoder", "fusion", "box_head")}
+    assert kinds["text_encoder"] == {torch.nn.Linear}
+    for part in ("image_encoder", "fusion", "box_head"):
+        assert DynamicLinear in kinds[part], part
+    assert not any(isinstance(m, DynamicLinear) for m in model.modules())  # the original is left as it is
+    ids = torch.tensor([[101, 2417, 4418, 102]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():  # the text path is the fp32 one, bit for bit
+        assert torch.equal(q.encode_text(ids, mask), model.encode_text(ids, mask))
+    with pytest.raises(ValueError, match="--backend onnxruntime use --quantize int8"):
+        prepare_for_inference(model, "fp32", "int8-except-text", backend="onnxruntime")
+    with pytest.raises(ValueError, match="no 'text_encoder' submodule"):
+        prepare_for_inference(torch.nn.Sequential(torch.nn.Linear(4, 4)), "fp32", "int8-except-text")
+
+
 def test_predict_quantize_int8_on_one_image(checkpoint, tmp_path, capsys):
     img = Image.new("RGB", (80, 60), (240, 240, 240))
     ImageDraw.Draw(img).ellipse([20, 15, 40, 30], fill=(220, 20, 20))
@@ -153,6 +176,12 @@ def test_predict_quantize_int8_on_one_image(checkpoint, tmp_path, capsys):
     assert code == 0, err
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(record["boxes"]) > 0 and len(record["boxes"]) == len(record["scores"])
+    code = ovd_main(["predict", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "a.png"), "--prompt",
+                     "red circle", "--threshold", "0", "--device", "cpu", "--quantize", "int8-except-text", "--out",
+                     str(tmp_path / "except_text.jsonl"), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    (record,) = [json.loads(line) for line in (tmp_path / "except_text.jsonl").read_text().splitlines()]
+    assert len(record["boxes"]) > 0
     code = ovd_main(["predict", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "a.png"), "--prompt",
                      "red circle", "--quantize", "int8", "--precision", "bf16", "--device", "cpu", "--out",
                      str(tmp_path / "x.jsonl")])

@@ -172,8 +172,8 @@ def test_arms_on_the_tiny_preset(monkeypatch):
         raise RuntimeError("no compiler here (planted)")
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    names = ["inference-mode", "channels-last", "text-cache", "int8-dynamic", "bf16-autocast", "compile",
-             "fp16-autocast"]
+    names = ["inference-mode", "channels-last", "text-cache", "int8-dynamic", "int8-except-text+text-cache",
+             "bf16-autocast", "compile", "fp16-autocast"]
     r = arms_mod.measure({"preset": "optimized-tiny", "arms": names, "batch_size": 2, "warmup": 0, "rounds": 1,
                           "iters": 1, "device": "cpu"})
     a = r.arms
@@ -183,6 +183,9 @@ def test_arms_on_the_tiny_preset(monkeypatch):
         assert a[name]["gain"] > 0
     assert a["eager"]["gain"] == pytest.approx(1.0)
     assert a["int8-dynamic"]["diffs"]["probs_max_abs"] > 0  # quantization changes the numbers
+    assert a["int8-except-text+text-cache"]["diffs"]["probs_max_abs"] > 0
+    assert a["int8-except-text+text-cache"]["gain"] > 0
+    assert arms_mod.ARMS["int8-except-text"].tolerance == arms_mod.REDUCED_TOLERANCE
     assert "planted" in a["compile"]["error"]
     assert "cuda" in a["fp16-autocast"]["skipped"]
     rows = {x.metric: x for x in r.rows()}

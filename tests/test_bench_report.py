@@ -381,6 +381,23 @@ def test_recommendation_names_the_onnxruntime_flags_and_respects_an_arms_own_ver
     assert "`onnx-ort`" in line and "--backend onnxruntime" in line and "--quantize" not in line
 
 
+def test_recommendation_of_int8_except_text_names_its_own_flag():
+    from bench.report import predict_flag, recommendation
+
+    assert predict_flag(("inference_mode", "int8_except_text", "text_cache")) == "--quantize int8-except-text"
+    ref = {"mAP50": 0.90, "R@1": 0.92}
+    judged_rows = [row("optimized-tiny", f"arm_acc/{arm}/val/{metric}", [value], "mAP")
+                   for arm, vals in (("eager", ref), ("int8-dynamic", {"mAP50": 0.80, "R@1": 0.92}),
+                                     ("int8-except-text", ref))
+                   for metric, value in vals.items()]
+    res = planted(_arm_rows({"int8-dynamic": [1.4, 1.45, 1.5], "int8+text-cache": [1.45, 1.5, 1.55],
+                             "int8-except-text+text-cache": [1.3, 1.35, 1.4], "inference-mode": [1.0, 1.02, 1.04]},
+                            parity={"inference-mode": True}))
+    # the all-Linear int8 arms are faster but rejected; the text encoder kept fp32 was accepted: its combined arm
+    line = recommendation(res, planted(judged_rows))
+    assert "`int8-except-text+text-cache`" in line and "--quantize int8-except-text" in line
+
+
 def test_peak_batch_table_grades_each_variant_at_its_own_peak():
     from bench.report.seed import CLAIMS
     from bench.report.sweep import PEAK_CLAIMS, peak_batch_table

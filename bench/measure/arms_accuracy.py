@@ -13,7 +13,8 @@ the built-in data (or ``data_root``), the arm applied around it:
 
 An arm (``bench.measure.arms.ARMS``) is applied as: ``bf16``/``fp16`` = ``torch.autocast`` around the
 evaluation; ``int8`` = ``ovd.batch_predict.prepare_for_inference(model, "fp32", "int8")`` (dynamic int8
-quantization of every ``nn.Linear`` on a copy: exactly what ``ovd predict --quantize int8`` runs);
+quantization of every ``nn.Linear`` on a copy: exactly what ``ovd predict --quantize int8`` runs),
+``int8_except_text`` the same with the text encoder kept fp32 (``--quantize int8-except-text``);
 ``onnx`` = :class:`ovd.onnx_backend.OnnxDetector` (what ``ovd predict --backend onnxruntime`` runs: the
 forward exported and run by onnxruntime), with ``int8_static`` its static int8 QDQ graph calibrated on the
 first :data:`CALIBRATION_IMAGES` training images with their captions (never an evaluated image);
@@ -43,7 +44,7 @@ VOCAB_METRICS = ("vocab_mAP50",)
 VOCAB_EXTRA = ("absent_fp_rate", "present_recall")
 UNITS = {"mAP50": "mAP", "R@1": "", "vocab_mAP50": "mAP"}
 #: features an accuracy arm may have; text_cache changes no number (module docstring)
-APPLIED_FEATURES = {"inference_mode", "bf16", "fp16", "int8", "text_cache", "onnx", "int8_static"}
+APPLIED_FEATURES = {"inference_mode", "bf16", "fp16", "int8", "int8_except_text", "text_cache", "onnx", "int8_static"}
 CALIBRATION_IMAGES = 32  # training images (with their captions) that calibrate the static int8 graph
 
 
@@ -156,6 +157,8 @@ def arm_runner(arm, model, device, batch_size: int = 8, calibration: list | None
                              calibration=calibration if "int8_static" in f else None, device=device)
     elif "int8" in f:
         model = prepare_for_inference(model, "fp32", "int8")
+    elif "int8_except_text" in f:
+        model = prepare_for_inference(model, "fp32", "int8-except-text")
     precision = "bf16" if "bf16" in f else "fp16" if "fp16" in f else "fp32"
     grad = torch.inference_mode if "inference_mode" in f else torch.no_grad
 

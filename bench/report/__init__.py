@@ -95,6 +95,7 @@ def _footer(res: Results, pngs: list[str]) -> list[str]:
 
 #: how `ovd predict` runs an arm's numerics (None: predict has no switch for it)
 PREDICT_FLAGS = {"fp32": "", "bf16": "--precision bf16", "int8": "--quantize int8",
+                 "int8_except_text": "--quantize int8-except-text",
                  "int8_static": "--backend onnxruntime --quantize int8", "fp16": None}
 
 
@@ -111,7 +112,7 @@ def _numerics(features) -> str:
     """The arm's arithmetic: what the accuracy verdict is about (inference_mode, text_cache, compile and
     layout change no number beyond fp32 rounding; their parity column says so)."""
     f = set(features)
-    for key in ("int8_static", "int8", "bf16", "fp16"):
+    for key in ("int8_static", "int8", "int8_except_text", "bf16", "fp16"):
         if key in f:
             return key
     return "fp32"

@@ -166,7 +166,7 @@ def arms_accuracy_section(res: Results) -> list[str]:
             f"the fp32 eager reference and drop at most {MAX_ABS_DROP:g} below it (MLPerf's rule for "
             "reduced-precision inference). Accuracy numbers come from the trained optimized-tiny checkpoint "
             "(the same evaluation code under each arm: int8-dynamic is `ovd predict --quantize int8`'s transform, "
-            "onnx-ort and onnx-ort-int8-static are `ovd predict --backend onnxruntime [--quantize int8]`'s "
+            "int8-except-text `--quantize int8-except-text`'s (the text encoder kept fp32), onnx-ort and onnx-ort-int8-static are `ovd predict --backend onnxruntime [--quantize int8]`'s "
             "object, the static graph calibrated on 32 training images); the speed column of the arms table "
             "comes from the full-size optimized variant.\n",
             checkpoint_line(res),
