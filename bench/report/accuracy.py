@@ -97,8 +97,9 @@ def accuracy_section(res: Results, out_dir: str | Path, label: str | None = None
               "COCO-style over phrases (each phrase of a caption is a class); R@1: Flickr30k Entities ANY-BOX "
               "Recall@1 (MDETR's protocol); both score only phrases present in the image. vocab mAP50: the "
               "vocabulary protocol (`ovd eval --protocol vocabulary`): the split's whole class vocabulary is the "
-              "prompt and a box for a class absent from the image is a false positive; absent FP: share of images "
-              "with a box (predict threshold 0.3) for any absent class; absent FP/phrase: share of (image, absent "
+              "prompt, every (query, class) pair a ranked detection (DETR post-processing), and a box for a class "
+              "absent from the image is a false positive; by predict's rule (one box per query, its best class, "
+              "threshold 0.3): absent FP: share of images with a box for any absent class; absent FP/phrase: share of (image, absent "
               "class) pairs with a box of that class; present recall: share of (image, present "
               "class) pairs boxed at IoU >= 0.5. Time to target uses val vocab mAP50 (on the first 100 val images). "
               "A seed that missed the target counts as more than its budget.\n",
