@@ -25,16 +25,13 @@ import torch
 
 from .data.errors import DataError
 from .data.images import load_image
+from .inference_options import BACKENDS, FORMATS, PRECISIONS, QUANTIZATIONS
 
 #: File name endings taken from a folder (compared case-insensitively).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-FORMATS = ("jsonl", "coco")
-PRECISIONS = ("fp32", "bf16")
-QUANTIZATIONS = ("none", "int8", "int8-except-text")
 #: the top-level submodule ``--quantize int8-except-text`` keeps in fp32: int8 there cost most of the accuracy the
 #: all-Linear transform lost on the trained tiny checkpoint (the image encoder, fusion and box head alone lost none)
 FP32_SUBMODULE = "text_encoder"
-BACKENDS = ("torch", "onnxruntime")
 #: images (the first readable ones of the run, with the run's prompt) that calibrate onnxruntime's static int8 graph
 CALIBRATION_IMAGES = 32
 

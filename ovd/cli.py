@@ -225,6 +225,7 @@ def _predict_many(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .config import list_presets
+    from .inference_options import BACKENDS, FORMATS, PRECISIONS, QUANTIZATIONS
 
     parser = argparse.ArgumentParser(prog="ovd", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -289,18 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="--image: PNG path for the drawing (default IMAGE.pred.png); --images: the output file, "
                    "written atomically, or - for JSON Lines on stdout")
-    p.add_argument("--format", default="jsonl", choices=["jsonl", "coco"], help="--images output format")
+    p.add_argument("--format", default="jsonl", choices=FORMATS, help="--images output format")
     p.add_argument("--batch-size", type=int, default=8, help="--images: images per forward pass")
     p.add_argument("--device", default="auto", help="--images: auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="--images: bf16 runs under torch.autocast(dtype=torch.bfloat16)")
-    p.add_argument("--quantize", default="none", choices=["none", "int8", "int8-except-text"],
+    p.add_argument("--quantize", default="none", choices=QUANTIZATIONS,
                    help="int8 (CPU only, with --precision fp32): with --backend torch, dynamic int8 quantization "
                    "of every nn.Linear (int8 weights, fp32 activations); with --backend onnxruntime, static int8 "
                    "(QDQ) calibrated on the first 32 readable input images with the prompt. int8-except-text "
                    "(--backend torch): dynamic int8 of every nn.Linear but the text encoder's. See the benchmark "
                    "report's accuracy-judged arms")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
                    help="onnxruntime: the forward exported to ONNX (at --batch-size, prompts padded to a multiple "
                    "of 16 tokens) and run by onnxruntime with every graph optimization; fp32 only")
     p.add_argument("--no-progress", action="store_true", help="--images: no progress bar on stderr")

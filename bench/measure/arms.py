@@ -53,6 +53,9 @@ from ovd.onnx_backend import INT8_STATIC_OPS  # noqa: F401  (re-exported: the op
 FEATURES = ("inference_mode", "channels_last", "bf16", "fp16", "int8", "int8_except_text", "int8_static", "compile",
             "compile_max_autotune", "cuda_graphs", "onnx",
             "text_cache")
+#: arm feature -> the ``ovd predict --quantize`` mode it runs (``ovd.inference_options.QUANTIZATIONS``): the speed and
+#: the accuracy arms apply the same transform users run
+DYNAMIC_INT8_FEATURES = {"int8": "int8", "int8_except_text": "int8-except-text"}
 CALIBRATION_BATCHES = 2  # held-out batches (each of the arm's batch size) for static int8 calibration
 FP32_TOLERANCE = 1e-3
 REDUCED_TOLERANCE = 5e-2
@@ -114,6 +117,14 @@ def get_arm(name: str) -> Arm:
 
         raise UsageError(f"unknown arm {name!r}; choose from {list(ARMS)}")
     return ARMS[name]
+
+
+def dynamic_int8_mode(features) -> str | None:
+    """The ``--quantize`` mode (``"int8"`` or ``"int8-except-text"``) an arm's ``features`` ask for, or None."""
+    modes = [DYNAMIC_INT8_FEATURES[f] for f in DYNAMIC_INT8_FEATURES if f in features]
+    if len(modes) > 1:
+        raise ValueError(f"an arm takes one dynamic int8 feature, got {sorted(set(features) & set(DYNAMIC_INT8_FEATURES))}")
+    return modes[0] if modes else None
 
 
 # -- parity ------------------------------------------------------------------------------------
@@ -233,17 +244,18 @@ def build_arm(arm: Arm, model, images, ids, mask, device, workdir: Path) -> tupl
     if "onnx" in f:
         fn = _build_onnx(arm, model, images, ids, mask, device, workdir, notes)  # its first call included
         return fn, time.perf_counter() - t0, notes
-    mutating = {"channels_last", "int8", "int8_except_text", "compile", "compile_max_autotune", "cuda_graphs"} & f
+    mutating = {"channels_last", *DYNAMIC_INT8_FEATURES, "compile", "compile_max_autotune", "cuda_graphs"} & f
     m = copy.deepcopy(model) if mutating else model
     if "channels_last" in f:
         m = m.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    if {"int8", "int8_except_text"} & f:
+    quantize = dynamic_int8_mode(f)
+    if quantize is not None:
         # the transform `ovd predict --quantize int8[-except-text]` runs (one path: what the report accepts is
         # what users run)
         from ovd.batch_predict import prepare_for_inference
 
-        m = prepare_for_inference(m, "fp32", "int8" if "int8" in f else "int8-except-text")
+        m = prepare_for_inference(m, "fp32", quantize)
     precision = "bf16" if "bf16" in f else "fp16" if "fp16" in f else "fp32"
     grad = torch.inference_mode if "inference_mode" in f else torch.no_grad
     text_tokens = None

@@ -147,6 +147,7 @@ def arm_runner(arm, model, device, batch_size: int = 8, calibration: list | None
     import torch
 
     from bench.common import autocast
+    from bench.measure.arms import dynamic_int8_mode
     from ovd.batch_predict import prepare_for_inference
 
     f = set(arm.features)
@@ -155,10 +156,8 @@ def arm_runner(arm, model, device, batch_size: int = 8, calibration: list | None
 
         model = OnnxDetector(model, batch_size=batch_size, quantize="int8" if "int8_static" in f else "none",
                              calibration=calibration if "int8_static" in f else None, device=device)
-    elif "int8" in f:
-        model = prepare_for_inference(model, "fp32", "int8")
-    elif "int8_except_text" in f:
-        model = prepare_for_inference(model, "fp32", "int8-except-text")
+    elif (quantize := dynamic_int8_mode(f)) is not None:
+        model = prepare_for_inference(model, "fp32", quantize)
     precision = "bf16" if "bf16" in f else "fp16" if "fp16" in f else "fp32"
     grad = torch.inference_mode if "inference_mode" in f else torch.no_grad
 

@@ -1,0 +1,11 @@
+"""The inference options ``ovd predict`` accepts, in a module without torch, so the command line can list them
+without importing torch (``ovd --help`` stays fast). :mod:`ovd.batch_predict` validates against the same tuples."""
+
+#: ``--images`` output formats
+FORMATS = ("jsonl", "coco")
+#: ``--precision``: bf16 runs under ``torch.autocast(dtype=torch.bfloat16)``
+PRECISIONS = ("fp32", "bf16")
+#: ``--quantize``: dynamic int8 of every ``nn.Linear``, or of every one but the text encoder's
+QUANTIZATIONS = ("none", "int8", "int8-except-text")
+#: ``--backend``
+BACKENDS = ("torch", "onnxruntime")
