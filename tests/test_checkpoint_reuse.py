@@ -117,6 +117,8 @@ def fake_training(monkeypatch):
              progress=True, data_format="flickr30k", limit=None, checkpoint_path=None, **kw):
         calls.append({"seed": seed, "max_time_s": max_time_s, "eval_every_s": eval_every_s, "splits": splits})
         checkpoint_path.write_bytes(f"weights seed={seed} call={len(calls)}".encode())
+        # the real trainer writes the sidecar itself (run.train_and_evaluate with checkpoint_path)
+        write_fingerprint(checkpoint_path, training_fingerprint(config, data_root, data_format, seed, max_time_s, limit))
         return {"train_seconds": 1.5}
 
     monkeypatch.setattr(run, "train_and_evaluate", fake)

@@ -1,6 +1,6 @@
 """Reuse a trained checkpoint only when the config, data, seed and budget that produced it match.
 
-:func:`train_and_evaluate` (given ``checkpoint_path``) and :func:`train_or_reuse` write a sidecar
+:func:`ovd.training.run.train_and_evaluate` (given ``checkpoint_path``) writes a sidecar
 ``<checkpoint>.fingerprint.json`` next to the weights: what trained them (:func:`training_fingerprint`) plus
 the checkpoint's own sha256. :func:`reuse_reason` compares a wanted fingerprint with the sidecar and says,
 in one line, why the checkpoint cannot be reused (None: it can). :func:`train_or_reuse` trains only then.
@@ -191,8 +191,9 @@ def train_or_reuse(config: DetectorConfig, checkpoint_path: str | Path, *, data_
     came from the same config, data, seed, budget and limit (:func:`reuse_reason`); then reuse it.
 
     Training goes through :func:`ovd.training.run.train_and_evaluate` with no split evaluated at the end (only
-    the checkpoint is wanted); ``eval_every_s`` None: one curve point at the end of the budget. The sidecar
-    fingerprint is (re)written after training.
+    the checkpoint is wanted); ``eval_every_s`` None: one curve point at the end of the budget. The trainer
+    writes the sidecar fingerprint once the checkpoint is saved; it is removed first, so a crash mid-training
+    leaves nothing that looks reusable.
 
     Returns {"checkpoint": str, "reused": bool, "reason": why it was (re)trained, None when reused,
     "train_seconds": training seconds of this call (0.0 when reused)}.
@@ -214,7 +215,6 @@ def train_or_reuse(config: DetectorConfig, checkpoint_path: str | Path, *, data_
         config, data_root=None if data_root is None else str(data_root), max_time_s=budget_s,
         eval_every_s=budget_s if eval_every_s is None else eval_every_s, seed=seed, splits=(), progress=progress,
         data_format=data_format, limit=limit, checkpoint_path=checkpoint_path)
-    write_fingerprint(checkpoint_path, fingerprint)
     seconds = out.get("train_seconds") if isinstance(out, dict) else None
     return {"checkpoint": str(checkpoint_path), "reused": False, "reason": reason,
             "train_seconds": float(seconds if seconds is not None else time.perf_counter() - started)}
