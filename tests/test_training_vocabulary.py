@@ -11,9 +11,12 @@ from ovd.data.synthetic import write_synthetic_dataset
 from ovd.data.vocabulary import present_keys, split_vocabulary
 from ovd.processor import join_phrases
 from ovd.training.vocabulary_eval import (
+    VocabImage,
     chunk_vocabulary,
     evaluate_vocabulary,
+    probe_pairs,
     query_detections,
+    score_probe,
     score_vocabulary,
     vocabulary_images,
 )
@@ -160,11 +163,46 @@ def test_end_to_end_on_an_untrained_tiny_model(tiny_model, vocab_root):
     records = load_records(vocab_root, "flickr30k", "val")
     result = evaluate_vocabulary(tiny_model, records, batch_size=4)
     assert set(result) == {"vocab_mAP", "vocab_mAP50", "absent_fp_rate", "absent_fp_pair_rate", "present_recall",
+                           "probe_absent_fp_rate", "probe_present_recall", "probe_images",
                            "num_classes", "num_images", "num_prompts"}
-    for key in ("vocab_mAP", "vocab_mAP50", "absent_fp_rate", "absent_fp_pair_rate", "present_recall"):
+    for key in ("vocab_mAP", "vocab_mAP50", "absent_fp_rate", "absent_fp_pair_rate", "present_recall",
+                "probe_absent_fp_rate", "probe_present_recall"):
         assert 0.0 <= result[key] <= 1.0 and not math.isnan(result[key]), key
     assert result["num_images"] == 6
     assert result["num_classes"] == len(split_vocabulary(records))
     assert result["num_prompts"] == len(chunk_vocabulary(split_vocabulary(records), tiny_model.processor.tokenizer,
                                                           tiny_model.processor.max_tokens))
     assert evaluate_vocabulary(tiny_model, records, max_images=2)["num_images"] == 2
+
+
+def test_probe_pairs_name_a_present_class_and_one_sharing_no_word_with_the_image(vocab_root):
+    records = load_records(vocab_root, "flickr30k", "val")
+    vocabulary = split_vocabulary(records)
+    images = vocabulary_images(records, vocabulary)
+    pairs = probe_pairs(images, vocabulary)
+    assert len(pairs) == len(images) and all(p is not None for p in pairs)
+    for im, (present, absent) in zip(images, pairs):
+        assert present in im.labels.tolist()
+        image_words = {w for c in im.labels.tolist() for w in vocabulary[c].lower().split()}
+        assert not set(vocabulary[absent].lower().split()) & image_words  # neither its colour nor its shape
+    assert probe_pairs(images, vocabulary) == pairs  # seeded: the same probe for every model
+
+
+def test_probe_skips_an_image_whose_every_other_class_shares_a_word():
+    vocabulary = ["red circle", "red square", "blue star"]
+    images = [VocabImage("a", None, 100, 100, torch.tensor([BOX_A]), torch.tensor([0])),
+              VocabImage("b", None, 100, 100, torch.tensor([BOX_A, BOX_B]), torch.tensor([0, 2]))]
+    pairs = probe_pairs(images, vocabulary)
+    assert pairs[0] == (0, 2)  # "red square" shares "red": only "blue star" is a clean absent name
+    assert pairs[1] is None  # every class shares a word with "red circle" or "blue star"
+
+
+def test_score_probe_on_planted_detections():
+    gt_boxes, gt_labels = torch.tensor([BOX_A]), torch.tensor([4])
+    det = {"boxes": torch.tensor([BOX_A, BOX_B, BOX_B]), "labels": torch.tensor([4, 7, 4]),
+           "box_scores": torch.tensor([0.9, 0.2, 0.8])}
+    # the absent class 7's box is under the threshold; class 4 is found at IoU 1
+    assert score_probe(det, present=4, absent=7, gt_boxes=gt_boxes, gt_labels=gt_labels) == (False, True)
+    det["box_scores"] = torch.tensor([0.1, 0.5, 0.8])
+    # now class 7 is boxed, and the only kept class-4 box misses its GT (IoU 0 with BOX_A)
+    assert score_probe(det, present=4, absent=7, gt_boxes=gt_boxes, gt_labels=gt_labels) == (True, False)

@@ -14,16 +14,21 @@ from .format import md, ok_row
 from .judge import censored_quartiles, describe_times
 
 #: Both protocols on val and novel: grounding (phrase mAP50, R@1) and vocabulary (vocab mAP50, with the
-#: absent-phrase false-positive rate next to present-phrase recall).
+#: absent-phrase false-positive rate next to present-phrase recall, on the whole vocabulary and on the
+#: two-phrase probe: one present and one absent name per image).
 FINAL_METRICS = (("val mAP50", "accuracy/val/mAP50"), ("val R@1", "accuracy/val/R@1"),
                  ("val vocab mAP50", "accuracy/val/vocab_mAP50"), ("val absent FP", "accuracy/val/absent_fp_rate"),
                  ("val absent FP/phrase", "accuracy/val/absent_fp_pair_rate"),
                  ("val present recall", "accuracy/val/present_recall"),
+                 ("val probe absent FP", "accuracy/val/probe_absent_fp_rate"),
+                 ("val probe present recall", "accuracy/val/probe_present_recall"),
                  ("novel mAP50", "accuracy/novel/mAP50"), ("novel R@1", "accuracy/novel/R@1"),
                  ("novel vocab mAP50", "accuracy/novel/vocab_mAP50"),
                  ("novel absent FP", "accuracy/novel/absent_fp_rate"),
                  ("novel absent FP/phrase", "accuracy/novel/absent_fp_pair_rate"),
-                 ("novel present recall", "accuracy/novel/present_recall"))
+                 ("novel present recall", "accuracy/novel/present_recall"),
+                 ("novel probe absent FP", "accuracy/novel/probe_absent_fp_rate"),
+                 ("novel probe present recall", "accuracy/novel/probe_present_recall"))
 
 
 def _fraction(row) -> str:
@@ -101,7 +106,11 @@ def accuracy_section(res: Results, out_dir: str | Path, label: str | None = None
               "absent from the image is a false positive; by predict's rule (one box per query, its best class, "
               "threshold 0.3): absent FP: share of images with a box for any absent class; absent FP/phrase: share of (image, absent "
               "class) pairs with a box of that class; present recall: share of (image, present "
-              "class) pairs boxed at IoU >= 0.5. Time to target uses val vocab mAP50 (on the first 100 val images). "
+              "class) pairs boxed at IoU >= 0.5. probe: per image one prompt of two names, one present and one "
+              "sharing no word with any object of the image (neither its colour nor its shape); probe absent FP: "
+              "share of images where the absent name gets a box; probe present recall: share where the present "
+              "name gets one at IoU >= 0.5 (issue 13's first question, far easier than the whole vocabulary). "
+              "Time to target uses val vocab mAP50 (on the first 100 val images). "
               "A seed that missed the target counts as more than its budget.\n",
               md(final_table(res)), "\n### Curve (val split, median over seeds)\n", md(curve_table(res))]
     png = curve_plot(res, Path(out_dir))

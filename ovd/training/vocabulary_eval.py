@@ -27,6 +27,14 @@ class is a false positive. This module is that protocol:
   comparable across vocabulary sizes), and ``present_recall`` = share of (image, present class) pairs with a
   box of that class at IoU >= 0.5.
 
+- **The two-phrase probe** (the question a user asks first: "if I name something that is not here, do I get a
+  box?"): per image, one prompt of two names in a seeded random order, a class of the image and a class of
+  the vocabulary sharing no word with any class of the image (for the built-in data: neither its colour nor
+  its shape is in the image). ``probe_absent_fp_rate`` = share of probed images where the absent name gets a
+  box at ``predict``'s threshold; ``probe_present_recall`` = share where the present name gets a box at IoU
+  >= 0.5 with one of its GT boxes. Far easier than the vocabulary rates: one absent name, not dozens, and no
+  absent name that shares a colour or shape with the image.
+
 COCO-style AP skips a class with no GT box in any image (its AP is undefined), so a false positive costs
 AP only for classes that occur somewhere in the split; the absent-FP rate counts every one.
 """
@@ -49,7 +57,9 @@ DEFAULT_THRESHOLD = 0.3  # OpenVocabDetector.predict's default box threshold
 IOU_THRESHOLD = 0.5
 #: Vocabulary metrics recorded on every training-curve point and in the final metrics of each split.
 VOCAB_CURVE_KEYS = ("vocab_mAP50", "absent_fp_rate", "present_recall")
-VOCAB_FINAL_KEYS = ("vocab_mAP", "vocab_mAP50", "absent_fp_rate", "absent_fp_pair_rate", "present_recall")
+VOCAB_FINAL_KEYS = ("vocab_mAP", "vocab_mAP50", "absent_fp_rate", "absent_fp_pair_rate", "present_recall",
+                    "probe_absent_fp_rate", "probe_present_recall")
+PROBE_SEED = 0  # the two-phrase probe's draws (which present class, which absent one, their order)
 
 
 # -- prompts --------------------------------------------------------------------------------------
@@ -218,6 +228,78 @@ def score_vocabulary(predictions: Sequence[dict], targets: Sequence[dict], thres
     }
 
 
+# -- the two-phrase probe ------------------------------------------------------------------------------
+def probe_pairs(images: Sequence[VocabImage], vocabulary: Sequence[str], seed: int = PROBE_SEED
+                ) -> list[tuple[int, int] | None]:
+    """Per image, (present class, absent class) as vocabulary indices, or None when the image has no class or
+    every vocabulary class shares a word with one of its classes. The absent class shares no word (lower case)
+    with any class of the image; both are drawn with ``numpy.random.default_rng(seed)``, so the probe is the
+    same for every model."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    words = [set(str(v).lower().split()) for v in vocabulary]
+    pairs: list[tuple[int, int] | None] = []
+    for im in images:
+        present = sorted(set(im.labels.tolist()))
+        seen = set().union(*(words[c] for c in present)) if present else set()
+        absent = [c for c in range(len(vocabulary)) if not words[c] & seen]
+        if not present or not absent:
+            pairs.append(None)
+            continue
+        pairs.append((present[int(rng.integers(len(present)))], absent[int(rng.integers(len(absent)))]))
+    return pairs
+
+
+def score_probe(det: dict[str, Tensor], present: int, absent: int, gt_boxes: Tensor, gt_labels: Tensor,
+                threshold: float = DEFAULT_THRESHOLD, iou_threshold: float = IOU_THRESHOLD) -> tuple[bool, bool]:
+    """(absent class boxed, present class found) for one image's two-phrase probe. ``det`` is
+    :func:`query_detections`' output with ``labels`` already vocabulary indices; a box is kept as ``predict``
+    keeps it (``box_scores`` > ``threshold``); found = a kept box of the present class at IoU >= ``iou_threshold``
+    with one of that class's GT boxes (``gt_boxes`` (G, 4) xyxy pixels, ``gt_labels`` (G,))."""
+    kept = det["box_scores"] > threshold
+    absent_boxed = bool((kept & (det["labels"] == absent)).any())
+    mine = det["boxes"][kept & (det["labels"] == present)]
+    targets = gt_boxes[gt_labels == present]
+    found = bool(len(mine) and len(targets) and box_iou(mine, targets).max() >= iou_threshold)
+    return absent_boxed, found
+
+
+def _probe_batch(model, pixels: Tensor, batch_images: Sequence[VocabImage], pairs: Sequence, vocabulary: Sequence[str],
+                 seed_offset: int, threshold: float) -> list[tuple[bool, bool] | None]:
+    """Run the two-phrase probe on one batch of images (``pixels`` (B, 3, H, W), ``pairs`` from
+    :func:`probe_pairs`): one forward pass, each image with its own prompt."""
+    import numpy as np
+
+    todo = [i for i, pair in enumerate(pairs) if pair is not None]
+    out: list[tuple[bool, bool] | None] = [None] * len(pairs)
+    if not todo:
+        return out
+    processor = model.processor
+    captions, spans, order = [], [], []
+    for i in todo:
+        entries = list(pairs[i])
+        if np.random.default_rng(PROBE_SEED + seed_offset + i).random() < 0.5:
+            entries.reverse()  # the absent name first in about half of the images: no position cue
+        caption, entry_spans = join_phrases([vocabulary[c] for c in entries])
+        captions.append(caption)
+        spans.append(entry_spans)
+        order.append(entries)
+    enc = processor.tokenize(captions)
+    device = pixels.device
+    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    result = model(pixels[todo], ids, mask)
+    for k, i in enumerate(todo):
+        im = batch_images[i]
+        masks = torch.stack([phrase_token_mask(enc["offset_mapping"][k], [span]) for span in spans[k]]).to(device)
+        det = query_detections(result["pred_logits"][k], result["pred_boxes"][k], result["text_mask"][k], masks,
+                               im.height, im.width)
+        det = {key: value.cpu() for key, value in det.items()}
+        det["labels"] = torch.tensor(order[k])[det["labels"]]  # prompt entry -> vocabulary index
+        out[i] = score_probe(det, pairs[i][0], pairs[i][1], im.boxes, im.labels, threshold)
+    return out
+
+
 # -- the model side -------------------------------------------------------------------------------------
 def _prompt_tensors(processor, entries: list[str], device) -> dict:
     """One chunk -> input_ids / attention_mask (1, T) and each entry's token mask (C, T) bool."""
@@ -274,8 +356,9 @@ def evaluate_vocabulary(model, records_or_dataset, batch_size: int = 16, thresho
         device: where to run (default: where the model is).
         max_images: evaluate only the first ``max_images`` images (in record order): a fixed subset.
     Returns:
-        {"vocab_mAP", "vocab_mAP50", "absent_fp_rate", "absent_fp_pair_rate", "present_recall", "num_classes",
-        "num_images", "num_prompts"} as floats.
+        {"vocab_mAP", "vocab_mAP50", "absent_fp_rate", "absent_fp_pair_rate", "present_recall",
+        "probe_absent_fp_rate", "probe_present_recall", "probe_images", "num_classes", "num_images",
+        "num_prompts"} as floats.
     """
     from ..data.images import load_image
     from ..data.vocabulary import split_vocabulary
@@ -305,6 +388,8 @@ def evaluate_vocabulary(model, records_or_dataset, batch_size: int = 16, thresho
             offset += len(entries)
             prompts.append(tensors)
         predictions, targets = [], []
+        pairs = probe_pairs(images, vocabulary)
+        probes: list[tuple[bool, bool] | None] = []
         for start in range(0, len(images), batch_size):
             batch_images = images[start:start + batch_size]
             pixels, _ = processor.images([load_image(im.image_path) for im in batch_images])
@@ -320,6 +405,8 @@ def evaluate_vocabulary(model, records_or_dataset, batch_size: int = 16, thresho
                     det["labels"] = det["labels"] + prompt["offset"]  # chunk index -> vocabulary index
                     per_image[i].append(det)
             predictions += [_merge(parts) for parts in per_image]
+            probes += _probe_batch(model, pixels, batch_images, pairs[start:start + batch_size], vocabulary, start,
+                                   threshold)
             targets += [{"boxes": im.boxes, "labels": im.labels} for im in batch_images]
     finally:
         model.train(was_training)
@@ -329,5 +416,15 @@ def evaluate_vocabulary(model, records_or_dataset, batch_size: int = 16, thresho
         "vocab_mAP": result["vocab_mAP"], "vocab_mAP50": result["vocab_mAP50"],
         "absent_fp_rate": result["absent_fp_rate"], "absent_fp_pair_rate": result["absent_fp_pair_rate"],
         "present_recall": result["present_recall"],
+        **_probe_rates([p for p in probes if p is not None]),
         "num_classes": float(len(vocabulary)), "num_images": float(len(images)), "num_prompts": float(len(chunks)),
     }
+
+
+def _probe_rates(probes: Sequence[tuple[bool, bool]]) -> dict[str, float]:
+    """{"probe_absent_fp_rate", "probe_present_recall", "probe_images"} over the probed images (NaN rates
+    when none could be probed)."""
+    n = len(probes)
+    return {"probe_absent_fp_rate": sum(a for a, _ in probes) / n if n else float("nan"),
+            "probe_present_recall": sum(f for _, f in probes) / n if n else float("nan"),
+            "probe_images": float(n)}
