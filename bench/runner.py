@@ -125,23 +125,28 @@ def plan(profile: Profile) -> list[Task]:
                           "iters": p.scaling_iters}
                     tasks.append(Task(f"scaling:{axis}={value}:{r}", p.extras_variant, ["scaling"], {"scaling": sp}, r))
     judged = p.arms_accuracy_variant if p.arms_accuracy and p.accuracy_seeds else None
-    checkpoint = f"checkpoints/{judged}-seed{p.accuracy_seeds[0]}.ckpt" if judged else None
+    judged_seeds = tuple(p.arms_accuracy_seeds or p.accuracy_seeds[:1]) if judged else ()
+    checkpoints = {seed: f"checkpoints/{judged}-seed{seed}.ckpt" for seed in judged_seeds}
     for i, seed in enumerate(p.accuracy_seeds):
         for v in p.accuracy_variants:
             acc = {"budget_s": p.accuracy_budget_s, "target_map50": p.accuracy_target_map50,
                    "eval_every_s": min(p.accuracy_eval_every_s, p.accuracy_budget_s / 2), "seed": int(seed)}
-            if v == judged and i == 0:
-                acc["checkpoint_out"] = checkpoint  # relative to the run folder (run_task resolves it)
+            if v == judged and seed in checkpoints:
+                acc["checkpoint_out"] = checkpoints[seed]  # relative to the run folder (run_task resolves it)
             tasks.append(Task(f"accuracy:{v}:{seed}", v, ["accuracy"], {"accuracy": acc}, i))
     if judged:
         # the checkpoint, not the variant, is the model: no preset keys reach the measurement's spec
         var = get_variant(judged)
-        # trained by the accuracy task of the first seed; reused when its fingerprint matches, else trained again
-        train = {"preset": var.source.preset, "overrides": dict(var.source.overrides or {}),
-                 "seed": int(p.accuracy_seeds[0]), "budget_s": float(p.accuracy_budget_s)}
-        aa = {"checkpoint": checkpoint, "arms": list(p.arms_accuracy), "max_images": p.arms_accuracy_images,
-              "train": train}
-        tasks.append(Task(f"arms_accuracy:{judged}", None, ["arms_accuracy"], {"arms_accuracy": aa}, label=judged))
+        for seed in judged_seeds:
+            # trained by the accuracy task of that seed; reused when its fingerprint matches, else trained again
+            train = {"preset": var.source.preset, "overrides": dict(var.source.overrides or {}),
+                     "seed": int(seed), "budget_s": float(p.accuracy_budget_s)}
+            aa = {"checkpoint": checkpoints[seed], "arms": list(p.arms_accuracy),
+                  "max_images": p.arms_accuracy_images, "train": train}
+            # one checkpoint: the variant's name; several: one row label per checkpoint ("optimized-tiny seed 1")
+            tid, label = (f"arms_accuracy:{judged}", judged) if len(judged_seeds) == 1 else \
+                (f"arms_accuracy:{judged}:{seed}", f"{judged} seed {seed}")
+            tasks.append(Task(tid, None, ["arms_accuracy"], {"arms_accuracy": aa}, label=label))
     return tasks
 
 

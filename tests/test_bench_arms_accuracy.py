@@ -62,7 +62,7 @@ def test_vocab_metric_is_judged_only_when_the_reference_has_it():
     assert accuracy_verdict(ref, {"val": {"mAP50": 0.5, "R@1": 0.6, "vocab_mAP50": 0.0}})[0] == "accepted"
 
 
-def _results(arms: dict) -> Results:
+def _results(arms: dict, label: str = "optimized-tiny") -> Results:
     from bench.results import Row
 
     rows = []
@@ -70,9 +70,31 @@ def _results(arms: dict) -> Results:
         for split, metrics in splits.items():
             for metric, value in metrics.items():
                 status = "ok" if value is not None else "not-measured"
-                rows.append(Row("optimized-tiny", f"arm_acc/{arm}/{split}/{metric}", value, "mAP", status=status,
+                rows.append(Row(label, f"arm_acc/{arm}/{split}/{metric}", value, "mAP", status=status,
                                 error=None if value is not None else "fp16-autocast runs on cuda only"))
     return Results(rows=rows)
+
+
+def test_an_arm_is_accepted_only_when_every_checkpoint_accepts_it():
+    from bench.report.arms_accuracy import verdict_summary, verdicts_by_checkpoint
+
+    # seed 0: int8 loses 0.2 points (accepted); seed 1 has its own, higher reference and int8 loses 2 points there
+    ref1 = _shift(REF, "val", "mAP50", +0.05)
+    seed0 = _results({"eager": REF, "int8-dynamic": _shift(REF, "val", "mAP50", -0.002), "bf16-autocast": REF},
+                     "optimized-tiny seed 0")
+    seed1 = _results({"eager": ref1, "int8-dynamic": _shift(ref1, "val", "mAP50", -0.02), "bf16-autocast": ref1},
+                     "optimized-tiny seed 1")
+    both = Results(rows=seed0.rows + seed1.rows)
+    assert verdicts_by_checkpoint(both)["int8-dynamic"] == {"optimized-tiny seed 0": True,
+                                                            "optimized-tiny seed 1": False}
+    assert accepted_arms(both) == {"int8-dynamic": False, "bf16-autocast": True}
+    assert accepted_arms(seed0) == {"int8-dynamic": True, "bf16-autocast": True}
+    summary = verdict_summary(both)
+    assert "`int8-dynamic`: accepted on 1 of 2 checkpoints (optimized-tiny seed 0): **rejected**" in summary
+    assert "`bf16-autocast`: accepted on 2 of 2 checkpoints: **accepted**" in summary
+    assert verdict_summary(seed0) == ""  # one checkpoint: the table says it all
+    text = "\n".join(arms_accuracy_section(both))
+    assert "| variant" in text and "optimized-tiny seed 1" in text and "accepted on 1 of 2" in text
 
 
 def test_section_and_accepted_arms_from_rows():

@@ -160,8 +160,28 @@ def test_progress_line_shows_done_total_and_time_left(tmp_path, monkeypatch, cap
     assert res.environment["source_hashes"] == [now["source_hash"]]
 
 
-def test_arms_accuracy_judges_the_checkpoint_the_first_seed_writes():
+def test_arms_accuracy_judges_the_checkpoint_of_each_seed():
     p = get_profile("accuracy")
+    assert p.arms_accuracy_seeds == p.accuracy_seeds == (0, 1)
+    tasks = plan(p)
+    writers = {t.params["accuracy"]["seed"]: t for t in tasks
+               if t.kind == "accuracy" and t.params["accuracy"].get("checkpoint_out")}
+    judges = {t.params["arms_accuracy"]["train"]["seed"]: t for t in tasks if t.kind == "arms_accuracy"}
+    assert set(writers) == set(judges) == {0, 1}
+    for seed, judge in judges.items():
+        writer = writers[seed]
+        assert writer.id == f"accuracy:{p.arms_accuracy_variant}:{seed}"
+        assert judge.params["arms_accuracy"]["checkpoint"] == writer.params["accuracy"]["checkpoint_out"]
+        assert judge.id == f"arms_accuracy:{p.arms_accuracy_variant}:{seed}"
+        assert judge.row_label == f"{p.arms_accuracy_variant} seed {seed}"  # one row label per checkpoint
+        assert tasks.index(judge) > tasks.index(writer)
+    assert judges[0].params["arms_accuracy"]["checkpoint"] != judges[1].params["arms_accuracy"]["checkpoint"]
+    with pytest.raises(UsageError, match="arms_accuracy_seeds"):
+        with_overrides(p, arms_accuracy_seeds=(2,))
+
+
+def test_arms_accuracy_judges_the_checkpoint_the_first_seed_writes():
+    p = dataclasses.replace(get_profile("accuracy"), arms_accuracy_seeds=None)  # None: the first seed only
     tasks = plan(p)
     writer = [t for t in tasks if t.kind == "accuracy" and t.params["accuracy"].get("checkpoint_out")]
     judge = [t for t in tasks if t.kind == "arms_accuracy"]

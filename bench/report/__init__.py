@@ -134,7 +134,7 @@ def recommendation(res: Results, acc_src: Results) -> str:
         if name == REFERENCE or g is None:
             continue
         kind = _numerics(arm.features)
-        if judged.get(name) is False:  # this very arm was rejected on the trained checkpoint
+        if judged.get(name) is False:  # this very arm was rejected on a trained checkpoint
             continue
         if kind == "fp32":
             parity = ok_row(res, v, f"arm/{name}/parity_ok")
@@ -146,7 +146,7 @@ def recommendation(res: Results, acc_src: Results) -> str:
             best = (name, g, kind)
     if best is None:
         why = ("reduced-precision arms need the accuracy run's verdicts: pass --accuracy" if not judged else
-               "rejected on the trained checkpoint: " + ", ".join(a for a, ok in judged.items() if not ok))
+               "rejected on the trained checkpoints: " + ", ".join(a for a, ok in judged.items() if not ok))
         return f"**Recommendation**: no arm beyond fp32 eager is both faster and accepted in these results ({why})."
     name, g, kind = best
     q = f" [{fmt(g.stats.q1)}, {fmt(g.stats.q3)}]" if g.stats and g.stats.n > 1 else " (one process: no interval)"
@@ -154,7 +154,7 @@ def recommendation(res: Results, acc_src: Results) -> str:
     how = (f"`ovd predict ... {flag}`" if flag else "`ovd predict` (fp32, its default)") if flag is not None else \
         "not available in `ovd predict` yet (the suite's arm only)"
     basis = "outputs within fp32 parity" if kind == "fp32" else \
-        "accepted on the trained checkpoint (section below)"
+        "accepted on every trained checkpoint judged (section below)"
     return (f"**Recommendation for this machine**: `{name}` ({ARMS[name].description}), {fmt(g.value)}x{q} the "
             f"throughput of fp32 eager `{v}`, {basis}; run it with {how}.")
 
