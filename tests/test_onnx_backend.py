@@ -177,9 +177,15 @@ def test_arms_accuracy_trains_then_reuses_the_checkpoint(tmp_path, monkeypatch, 
 
     calls = []
 
-    def fake_train(config, *a, seed=0, checkpoint_path=None, **k):
+    from ovd.training.reuse import training_fingerprint, write_fingerprint
+
+    def fake_train(config, data_root=None, max_time_s=600, *a, seed=0, checkpoint_path=None, data_format="flickr30k",
+                   limit=None, **k):
         calls.append(seed)
         shutil.copy(checkpoint, checkpoint_path)
+        # the real trainer writes the sidecar itself once the checkpoint is saved
+        write_fingerprint(checkpoint_path, training_fingerprint(config, data_root, data_format, seed, max_time_s,
+                                                                limit))
         return {"final": {}, "curve": [], "train_seconds": 0.0}
 
     monkeypatch.setattr(run, "train_and_evaluate", fake_train)
