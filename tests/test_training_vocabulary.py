@@ -181,11 +181,14 @@ def test_probe_pairs_name_a_present_class_and_one_sharing_no_word_with_the_image
     images = vocabulary_images(records, vocabulary)
     pairs = probe_pairs(images, vocabulary)
     assert len(pairs) == len(images) and all(p is not None for p in pairs)
-    for im, (present, absent) in zip(images, pairs):
+    for im, (present, absent, _) in zip(images, pairs):
         assert present in im.labels.tolist()
         image_words = {w for c in im.labels.tolist() for w in vocabulary[c].lower().split()}
         assert not set(vocabulary[absent].lower().split()) & image_words  # neither its colour nor its shape
     assert probe_pairs(images, vocabulary) == pairs  # seeded: the same probe for every model
+    orders = [p.absent_first for p in pairs]
+    assert any(orders) and not all(orders)  # the absent name comes first in some prompts, not all: no position cue
+    assert all(p.prompt_order == ((p.absent, p.present) if p.absent_first else (p.present, p.absent)) for p in pairs)
 
 
 def test_probe_skips_an_image_whose_every_other_class_shares_a_word():
@@ -193,7 +196,7 @@ def test_probe_skips_an_image_whose_every_other_class_shares_a_word():
     images = [VocabImage("a", None, 100, 100, torch.tensor([BOX_A]), torch.tensor([0])),
               VocabImage("b", None, 100, 100, torch.tensor([BOX_A, BOX_B]), torch.tensor([0, 2]))]
     pairs = probe_pairs(images, vocabulary)
-    assert pairs[0] == (0, 2)  # "red square" shares "red": only "blue star" is a clean absent name
+    assert pairs[0][:2] == (0, 2)  # "red square" shares "red": only "blue star" is a clean absent name
     assert pairs[1] is None  # every class shares a word with "red circle" or "blue star"
 
 

@@ -190,6 +190,7 @@ def arms_accuracy_section(res: Results) -> list[str]:
     table = arms_accuracy_table(res)
     if not table:
         return []
+    summary = verdict_summary(res)
     return ["\n## Inference arms judged by accuracy\n",
             f"An arm is accepted when mAP50 and R@1 (and vocabulary mAP50) on every split keep >= {KEEP:.0%} of "
             f"the fp32 eager reference and drop at most {MAX_ABS_DROP:g} below it (MLPerf's rule for "
@@ -201,4 +202,4 @@ def arms_accuracy_section(res: Results) -> list[str]:
             "object, the static graph calibrated on 32 training images); the speed column of the arms table "
             "comes from the full-size optimized variant.\n",
             checkpoint_line(res),
-            md(table), "\n" + verdict_summary(res) if verdict_summary(res) else ""]
+            md(table), "\n" + summary if summary else ""]

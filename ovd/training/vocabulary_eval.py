@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -229,12 +230,24 @@ def score_vocabulary(predictions: Sequence[dict], targets: Sequence[dict], thres
 
 
 # -- the two-phrase probe ------------------------------------------------------------------------------
+class ProbePair(NamedTuple):
+    """One image's two-phrase probe: vocabulary indices of a present and an absent class, and their order in
+    the prompt (the absent name first in about half of the images: no position cue)."""
+    present: int
+    absent: int
+    absent_first: bool
+
+    @property
+    def prompt_order(self) -> tuple[int, int]:
+        return (self.absent, self.present) if self.absent_first else (self.present, self.absent)
+
+
 def probe_pairs(images: Sequence[VocabImage], vocabulary: Sequence[str], seed: int = PROBE_SEED
-                ) -> list[tuple[int, int] | None]:
-    """Per image, (present class, absent class) as vocabulary indices, or None when the image has no class or
-    every vocabulary class shares a word with one of its classes. The absent class shares no word (lower case)
-    with any class of the image; both are drawn with ``numpy.random.default_rng(seed)``, so the probe is the
-    same for every model."""
+                ) -> list[ProbePair | None]:
+    """Per image, a :class:`ProbePair`, or None when the image has no class or every vocabulary class shares a
+    word with one of its classes. The absent class shares no word (lower case) with any class of the image; the
+    two classes and their order are all drawn from one ``numpy.random.default_rng(seed)``, so the probe is the
+    same for every model and every batch size."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -247,7 +260,8 @@ def probe_pairs(images: Sequence[VocabImage], vocabulary: Sequence[str], seed: i
         if not present or not absent:
             pairs.append(None)
             continue
-        pairs.append((present[int(rng.integers(len(present)))], absent[int(rng.integers(len(absent)))]))
+        pairs.append(ProbePair(present[int(rng.integers(len(present)))], absent[int(rng.integers(len(absent)))],
+                               bool(rng.random() < 0.5)))
     return pairs
 
 
@@ -265,12 +279,10 @@ def score_probe(det: dict[str, Tensor], present: int, absent: int, gt_boxes: Ten
     return absent_boxed, found
 
 
-def _probe_batch(model, pixels: Tensor, batch_images: Sequence[VocabImage], pairs: Sequence, vocabulary: Sequence[str],
-                 seed_offset: int, threshold: float) -> list[tuple[bool, bool] | None]:
+def _probe_batch(model, pixels: Tensor, batch_images: Sequence[VocabImage], pairs: Sequence[ProbePair | None],
+                 vocabulary: Sequence[str], threshold: float) -> list[tuple[bool, bool] | None]:
     """Run the two-phrase probe on one batch of images (``pixels`` (B, 3, H, W), ``pairs`` from
     :func:`probe_pairs`): one forward pass, each image with its own prompt."""
-    import numpy as np
-
     todo = [i for i, pair in enumerate(pairs) if pair is not None]
     out: list[tuple[bool, bool] | None] = [None] * len(pairs)
     if not todo:
@@ -278,9 +290,7 @@ def _probe_batch(model, pixels: Tensor, batch_images: Sequence[VocabImage], pair
     processor = model.processor
     captions, spans, order = [], [], []
     for i in todo:
-        entries = list(pairs[i])
-        if np.random.default_rng(PROBE_SEED + seed_offset + i).random() < 0.5:
-            entries.reverse()  # the absent name first in about half of the images: no position cue
+        entries = list(pairs[i].prompt_order)
         caption, entry_spans = join_phrases([vocabulary[c] for c in entries])
         captions.append(caption)
         spans.append(entry_spans)
@@ -296,7 +306,7 @@ def _probe_batch(model, pixels: Tensor, batch_images: Sequence[VocabImage], pair
                                im.height, im.width)
         det = {key: value.cpu() for key, value in det.items()}
         det["labels"] = torch.tensor(order[k])[det["labels"]]  # prompt entry -> vocabulary index
-        out[i] = score_probe(det, pairs[i][0], pairs[i][1], im.boxes, im.labels, threshold)
+        out[i] = score_probe(det, pairs[i].present, pairs[i].absent, im.boxes, im.labels, threshold)
     return out
 
 
@@ -405,8 +415,7 @@ def evaluate_vocabulary(model, records_or_dataset, batch_size: int = 16, thresho
                     det["labels"] = det["labels"] + prompt["offset"]  # chunk index -> vocabulary index
                     per_image[i].append(det)
             predictions += [_merge(parts) for parts in per_image]
-            probes += _probe_batch(model, pixels, batch_images, pairs[start:start + batch_size], vocabulary, start,
-                                   threshold)
+            probes += _probe_batch(model, pixels, batch_images, pairs[start:start + batch_size], vocabulary, threshold)
             targets += [{"boxes": im.boxes, "labels": im.labels} for im in batch_images]
     finally:
         model.train(was_training)
