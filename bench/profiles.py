@@ -193,24 +193,26 @@ PROFILES: dict[str, Profile] = {
         extras=("roofline",), roofline_repeats=3, roofline_sizes=(512, 1024),
     ),
     "default": Profile(
-        "default", "CPU: full-size baseline/optimized for params/FLOPs/memory/speed, the saturating batch sweep and "
-        "the backbone ceiling of that pair, the one-factor ladder at tiny size, the matmul peak, inference arms, "
-        "data-parallel scaling; 5 interleaved repeats of the pair, 3 of the sweep and of every arm, 2 of the ladder; no "
+        "default", "CPU: full-size baseline/optimized for params/FLOPs/memory/speed, the one-factor ladder at tiny "
+        "size, the matmul peak, inference arms; 5 interleaved repeats of the pair, 3 of every arm, 2 of the ladder; no "
         "training runs (accuracy, time to target and the arms' accuracy come from the `accuracy` profile: pass its "
-        "folder with --accuracy); peers and scaling curves are in `full` (about 23 min on 2 CPU cores)",
+        "folder with --accuracy); the batch sweep, the backbone ceiling and data-parallel scaling are one flag away "
+        "(--extras sweep,ceiling,roofline,arms,dataparallel, about 22 min) and in `full`, with the peers and the "
+        "scaling curves (about 16 min on 2 CPU cores)",
         static_variants=("baseline", "optimized") + _speed_ladder("baseline-tiny", "optimized-tiny"),
         memory_variants=("baseline", "optimized", "baseline-tiny", "optimized-tiny"),
         speed_variants=("baseline", "optimized", "baseline-tiny", "optimized-tiny")
         + tuple(v.name for v in ladder_of("baseline-tiny") if not v.accuracy_only),
-        # Budget (wall times of this plan's run, 1,359 s in 106 processes): arms 260 s (3 processes each), sweep
-        # 251 s (capped at batch 8: batch 16 was half its time and both variants' training peaks only hit the cap;
-        # each point adds one untimed call for memory), ladder speed 197 s, pair speed 182 s (5 repeats: the
-        # verdicts issue), static 134 s, ceiling 95 s, data-parallel 88 s, train_loop 77 s, memory 56 s, roofline
-        # 19 s. About 3.5 s of every process is start-up (python, torch, timm, transformers): ~6 min of the total.
+        # Budget (82a2cb1's run of the previous plan, 1,336 s): speed 340 s in 36 processes (pair 5 repeats: the
+        # verdicts issue; tiny pair and ladder 2), arms 252 s (3 processes each), static 110 s, train_loop 71 s,
+        # memory 47 s, roofline 17 s, runner ~110 s. The issue-11 re-plan (about 15 min on 2 cores) moved out the
+        # batch sweep (225 s; capped at batch 8 on 2 cores, where both variants' training peaks only hit the cap,
+        # so its peak-batch table said little here), the backbone ceiling (84 s) and data-parallel scaling (83 s):
+        # their settings below stay, so `--extras ...` or `--sweep` adds them back sized for this machine.
         repeats=2, pair_repeats=5, warmup=1, iters=2, train_batch=4, infer_batch=4,
         train_loop_steps=6, train_loop_warmup=1, train_loop_repeats=2, timeout_s=600,
         pair=("baseline", "optimized"),
-        extras=("sweep", "ceiling", "roofline", "arms", "dataparallel"), peer_repeats=2, roofline_repeats=3,
+        extras=("roofline", "arms"), peer_repeats=2, roofline_repeats=3,
         roofline_sizes=(512, 1024), scaling_axes=_LIGHT_SCALING, scaling_batch=1,
         scaling_repeats=1, scaling_warmup=1, scaling_iters=2, arms=tuple(a for a in _CPU_ARMS if a != "compile"),
         # isolated arms (ONNX Runtime fp32 and static int8; about 21 s and 30 s a process): 3 processes each
