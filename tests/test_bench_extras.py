@@ -173,7 +173,7 @@ def test_arms_on_the_tiny_preset(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     names = ["inference-mode", "channels-last", "text-cache", "int8-dynamic", "int8-except-text+text-cache",
-             "bf16-autocast", "compile", "fp16-autocast"]
+             "bf16-autocast", "compile", "compile-frozen+text-cache", "fp16-autocast"]
     r = arms_mod.measure({"preset": "optimized-tiny", "arms": names, "batch_size": 2, "warmup": 0, "rounds": 1,
                           "iters": 1, "device": "cpu"})
     a = r.arms
@@ -186,7 +186,7 @@ def test_arms_on_the_tiny_preset(monkeypatch):
     assert a["int8-except-text+text-cache"]["diffs"]["probs_max_abs"] > 0
     assert a["int8-except-text+text-cache"]["gain"] > 0
     assert arms_mod.ARMS["int8-except-text"].tolerance == arms_mod.REDUCED_TOLERANCE
-    assert "planted" in a["compile"]["error"]
+    assert "planted" in a["compile"]["error"] and "planted" in a["compile-frozen+text-cache"]["error"]
     assert "cuda" in a["fp16-autocast"]["skipped"]
     rows = {x.metric: x for x in r.rows()}
     assert rows["arm/compile/gain"].status == "error"
@@ -299,10 +299,12 @@ def test_profiles_and_extras_flag():
     p = dataclasses.replace(get_profile("default"), extras=("roofline", "arms"), repeats=2)
     ids = [t.id for t in plan(p)]
     assert "roofline:0" in ids and "arms:shared:0" in ids and "arms:onnx-ort:0" in ids
-    # torch.compile (about 76 s of compilation here) runs in `full`, not in the CPU default
-    assert "arms:compile:0" not in ids
+    # plain torch.compile (about 76 s of compilation for 1.09x) and ORT static int8 run in `full`; the frozen
+    # compile (the exact-fp32 arm) runs in the CPU default, in 3 processes like every isolated arm
+    assert "arms:compile:0" not in ids and "arms:onnx-ort-int8-static:0" not in ids
+    assert {"arms:compile-frozen+text-cache:0", "arms:compile-frozen+text-cache:2"} <= set(ids)
     full_ids = [t.id for t in plan(dataclasses.replace(get_profile("full"), extras=("arms",), repeats=1))]
-    assert "arms:compile:0" in full_ids
+    assert {"arms:compile:0", "arms:onnx-ort-int8-static:0", "arms:compile-frozen+text-cache:0"} <= set(full_ids)
     assert not any(i.startswith(("peer_", "scaling:")) for i in ids)
     # the roofline measures the machine, not a variant (bench.profiles.Profile.names)
     assert "machine" not in p.names() and "peer:grounding-dino-t" not in p.names()
@@ -460,3 +462,15 @@ def test_gpu_peers_speed_and_vram():
     assert sp.precision == "fp16" and math.isfinite(sp.rows()[0].value)
     m = peers.measure_memory({**spec, "batch_size": 2})
     assert m.method == "cuda-allocator" and m.reserved_mib >= m.total_mib > 0
+
+
+@pytest.mark.slow
+def test_frozen_compile_arm_is_exact_on_the_tiny_preset():
+    # Inductor freezing folds the eval weights into the graph: same fp32 numbers as eager (about 40 s to compile)
+    r = arms_mod.measure({"preset": "optimized-tiny", "arms": ["compile-frozen+text-cache"], "batch_size": 2,
+                          "warmup": 0, "rounds": 1, "iters": 1, "device": "cpu"})
+    a = r.arms["compile-frozen+text-cache"]
+    assert "error" not in a, a.get("error")
+    assert a["parity_ok"] and a["diffs"]["boxes_max_abs_matched"] < 1e-4, a["diffs"]
+    assert a["setup_s"] > 0 and a["gain"] > 0
+    assert arms_mod.ARMS["compile-frozen+text-cache"].tolerance == arms_mod.FP32_TOLERANCE

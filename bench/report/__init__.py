@@ -102,6 +102,10 @@ PREDICT_FLAGS = {"fp32": "", "bf16": "--precision bf16", "int8": "--quantize int
 def predict_flag(features) -> str | None:
     """The `ovd predict` options that run an arm's arithmetic and backend ("" = the default; None = not
     available in predict)."""
+    from ..measure.arms import COMPILE_FEATURES
+
+    if set(COMPILE_FEATURES) & set(features):
+        return None  # predict runs eager (or ONNX Runtime); torch.compile is the suite's arm only
     flag = PREDICT_FLAGS.get(_numerics(features))
     if flag is not None and "onnx" in features and "--backend" not in flag:
         flag = (flag + " --backend onnxruntime").strip()
