@@ -203,7 +203,7 @@ PROFILES: dict[str, Profile] = {
         "training runs (accuracy, time to target and the arms' accuracy come from the `accuracy` profile: pass its "
         "folder with --accuracy); the batch sweep, the backbone ceiling and data-parallel scaling are one flag away "
         "(--extras sweep,ceiling,roofline,arms,dataparallel, about 22 min) and in `full`, with the peers and the "
-        "scaling curves (about 16 min on 2 CPU cores)",
+        "scaling curves (about 18 min on 2 CPU cores)",
         static_variants=("baseline", "optimized") + _speed_ladder("baseline-tiny", "optimized-tiny"),
         memory_variants=("baseline", "optimized", "baseline-tiny", "optimized-tiny"),
         speed_variants=("baseline", "optimized", "baseline-tiny", "optimized-tiny")
@@ -213,7 +213,9 @@ PROFILES: dict[str, Profile] = {
         # memory 47 s, roofline 17 s, runner ~110 s. The issue-11 re-plan (about 15 min on 2 cores) moved out the
         # batch sweep (225 s; capped at batch 8 on 2 cores, where both variants' training peaks only hit the cap,
         # so its peak-batch table said little here), the backbone ceiling (84 s) and data-parallel scaling (83 s):
-        # their settings below stay, so `--extras ...` or `--sweep` adds them back sized for this machine.
+        # their settings below stay, so `--extras ...` or `--sweep` adds them back sized for this machine. That plan
+        # ran in 931 s (9b96cd7); the frozen-compile arm then added 3 processes of about 85 s and ORT static int8
+        # left (3 of about 30 s): about 18 min.
         repeats=2, pair_repeats=5, warmup=1, iters=2, train_batch=4, infer_batch=4,
         train_loop_steps=6, train_loop_warmup=1, train_loop_repeats=2, timeout_s=600,
         pair=("baseline", "optimized"),

@@ -284,7 +284,7 @@ def test_profiles_and_extras_flag():
                 ("peer_speed", "arms", "scaling", "peer_static")]
     assert [t for t in plan(get_profile("quick")) if t.id.startswith("roofline:")]
     assert set(EXTRAS) == set(get_profile("full").extras)
-    # the CPU default (about 15 min on 2 cores, issue 11) runs the matmul peak and the arms; the sweep, the
+    # the CPU default (about 18 min on 2 cores, issue 11) runs the matmul peak and the arms; the sweep, the
     # ceiling, data-parallel scaling, the peers and the scaling curves are in `full` or one --extras away
     default = get_profile("default")
     assert set(default.extras) == {"roofline", "arms"}
