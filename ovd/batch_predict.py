@@ -25,7 +25,7 @@ import torch
 
 from .data.errors import DataError
 from .data.images import load_image
-from .inference_options import BACKENDS, FORMATS, PRECISIONS, QUANTIZATIONS
+from .inference_options import BACKENDS, COMPILE_MODES, FORMATS, PRECISIONS, QUANTIZATIONS
 
 #: File name endings taken from a folder (compared case-insensitively).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -34,6 +34,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FP32_SUBMODULE = "text_encoder"
 #: images (the first readable ones of the run, with the run's prompt) that calibrate onnxruntime's static int8 graph
 CALIBRATION_IMAGES = 32
+#: compile mode -> ``torch.compile`` keyword arguments. ``ovd predict --compile`` offers
+#: :data:`~ovd.inference_options.COMPILE_MODES`; "max-autotune" and "reduce-overhead" (CUDA graphs) are the benchmark's
+#: GPU arms only.
+COMPILE_KWARGS = {"default": {}, "frozen": {"options": {"freezing": True}}, "max-autotune": {"mode": "max-autotune"},
+                  "reduce-overhead": {"mode": "reduce-overhead"}}
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -116,10 +121,20 @@ def autocast_for(precision: str, device: torch.device):
     raise ValueError(f"--precision {precision!r}: accepted: {', '.join(PRECISIONS)}")
 
 
-def check_inference_options(precision: str, quantize: str, device: torch.device, backend: str = "torch") -> None:
+def check_inference_options(precision: str, quantize: str, device: torch.device, backend: str = "torch",
+                            compile: str = "none") -> None:
     """Raise ``ValueError`` for an option set ``ovd predict`` cannot run on ``device``: an unknown name, int8 off
     the CPU (PyTorch has no quantized Linear kernels there; onnxruntime's static int8 runs on the CPU here),
-    int8 with bf16, bf16 with onnxruntime (the exported graph is fp32)."""
+    int8 with bf16, bf16 with onnxruntime (the exported graph is fp32), compile with onnxruntime or with int8
+    (the benchmark measured torch.compile on the unquantized torch model only)."""
+    if compile not in COMPILE_MODES:
+        raise ValueError(f"--compile {compile!r}: accepted: {', '.join(COMPILE_MODES)}")
+    if compile != "none" and backend != "torch":
+        raise ValueError(f"--compile {compile} compiles the PyTorch model; --backend {backend} runs its own graph. "
+                         "Use one or the other")
+    if compile != "none" and quantize != "none":
+        raise ValueError(f"--compile {compile} with --quantize {quantize}: not supported (the benchmark measured "
+                         "torch.compile on the unquantized model only); use one or the other")
     if precision not in PRECISIONS:
         raise ValueError(f"--precision {precision!r}: accepted: {', '.join(PRECISIONS)}")
     if quantize not in QUANTIZATIONS:
@@ -143,7 +158,7 @@ def check_inference_options(precision: str, quantize: str, device: torch.device,
 
 def prepare_for_inference(model: torch.nn.Module, precision: str = "fp32", quantize: str = "none",
                           backend: str = "torch", batch_size: int = 8,
-                          calibration: Sequence[tuple] | None = None) -> torch.nn.Module:
+                          calibration: Sequence[tuple] | None = None, compile: str = "none") -> torch.nn.Module:
     """The model ``ovd predict`` runs, in eval mode.
 
     - ``backend="torch"``: the model itself; with ``quantize="int8"`` a copy with dynamic int8 quantization of
@@ -154,13 +169,15 @@ def prepare_for_inference(model: torch.nn.Module, precision: str = "fp32", quant
       ``batch_size`` and run by onnxruntime, same ``predict``); with ``quantize="int8"`` its static int8 QDQ
       graph, calibrated on ``calibration``: (PIL image, caption) pairs (``ovd predict`` gives the first
       :data:`CALIBRATION_IMAGES` readable images of the run with its prompt).
+    - ``compile`` ("default"/"frozen", torch backend, no quantization): ``model`` itself, compiled in place by
+      :func:`compile_for_inference`; compilation happens on its first call.
 
     ``precision`` ("fp32"/"bf16") is only checked here; its autocast is applied per call (:func:`autocast_for`).
     See :func:`check_inference_options` for what is refused. The benchmark's arms (``bench.measure.arms``,
     ``bench.measure.arms_accuracy``) build the same objects, so the arm the report accepts is what predict runs.
     """
     device = next(model.parameters()).device
-    check_inference_options(precision, quantize, device, backend)
+    check_inference_options(precision, quantize, device, backend, compile)
     model = model.eval()
     if backend == "onnxruntime":
         from .onnx_backend import OnnxDetector, calibration_batches
@@ -173,7 +190,7 @@ def prepare_for_inference(model: torch.nn.Module, precision: str = "fp32", quant
             batches = calibration_batches(model, list(images), list(captions), batch_size)
         return OnnxDetector(model, batch_size=batch_size, quantize=quantize, calibration=batches, device=device)
     if quantize == "none":
-        return model
+        return compile_for_inference(model, compile) if compile != "none" else model
     from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
     if quantize == "int8-except-text":
@@ -183,6 +200,19 @@ def prepare_for_inference(model: torch.nn.Module, precision: str = "fp32", quant
         # qconfig by module name: "" (the whole model) quantized, the text encoder's subtree not
         return quantize_dynamic(model, {"": default_dynamic_qconfig, FP32_SUBMODULE: None}, dtype=torch.qint8)
     return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def compile_for_inference(model: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """``model``, compiled in place (``nn.Module.compile``: every call of the module, ``model.predict``'s included,
+    goes through ``torch.compile`` with :data:`COMPILE_KWARGS` ``[mode]``), returned for chaining.
+
+    Compilation happens on the first call (about a minute on 2 CPU cores for ``optimized``) and again for each new
+    input shape; ``predict_images(fixed_batch=True)`` keeps one shape. "frozen" folds the weights in as they are
+    now: the model must not be trained afterwards."""
+    if mode not in COMPILE_KWARGS:
+        raise ValueError(f"compile mode {mode!r}: accepted: {', '.join(COMPILE_KWARGS)}")
+    model.compile(**COMPILE_KWARGS[mode])
+    return model
 
 
 def calibration_pairs(paths: Sequence[Path], prompt: str | list[str], limit: int = CALIBRATION_IMAGES) -> list[tuple]:
@@ -250,28 +280,52 @@ def _load(index: int, path: Path):
         return Skipped(index, str(path), reason[len(prefix):] if reason.startswith(prefix) else reason)
 
 
+def encode_prompt(model, prompt: str | list[str], batch_size: int, precision: str = "fp32") -> torch.Tensor:
+    """The prompt's text tokens (batch_size, T, D), ``model.encode_text`` of ``batch_size`` copies of its caption
+    tokenized as ``model.predict`` tokenizes it: computed once per run, since every image gets the same prompt."""
+    from .processor import join_phrases
+
+    caption = prompt if isinstance(prompt, str) else join_phrases(prompt)[0]
+    enc = model.tokenize([caption] * batch_size)
+    device = next(model.parameters()).device
+    with torch.inference_mode(), autocast_for(precision, device):
+        return model.encode_text(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+
+
 def predict_images(model, paths: Sequence[Path], prompt: str | list[str], batch_size: int = 8,
                    threshold: float = 0.3, text_threshold: float = 0.25, precision: str = "fp32",
-                   progress: bool = True) -> Iterator[ImagePrediction | Skipped]:
+                   progress: bool = True, cache_text: bool = False,
+                   fixed_batch: bool = False) -> Iterator[ImagePrediction | Skipped]:
     """Run ``model.predict`` over ``paths`` in batches of ``batch_size`` images, in input order.
 
     Yields an :class:`ImagePrediction` per image read, or a :class:`Skipped` per image that could
     not be read (a batch goes on without it). A tqdm bar on stderr counts images.
+
+    ``cache_text``: the prompt's text encoding is computed once (:func:`encode_prompt`) and passed to every
+    batch instead of running the text encoder per batch (the benchmark's ``text_cache`` feature; same numbers up
+    to fp32 rounding). ``fixed_batch``: a short batch (the last one, or one with unreadable images) is padded
+    with copies of its last image to ``batch_size`` and the copies' outputs dropped, so a compiled model sees one
+    input shape and compiles once.
     """
     from tqdm import tqdm
 
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: must be a positive integer")
     device = next(model.parameters()).device
+    text_tokens = encode_prompt(model, prompt, batch_size, precision) if cache_text else None
     with tqdm(total=len(paths), unit="img", file=sys.stderr, disable=not progress, desc="predict") as bar:
         for start in range(0, len(paths), batch_size):
             loaded = [_load(i + 1, p) for i, p in enumerate(paths[start:start + batch_size], start)]
             readable = [(i, paths[i], img) for i, img in enumerate(loaded, start) if not isinstance(img, Skipped)]
             by_index = {}
             if readable:
+                images = [img for _, _, img in readable]
+                if fixed_batch:
+                    images += images[-1:] * (batch_size - len(images))
+                cached = {"text_tokens": text_tokens[:len(images)]} if text_tokens is not None else {}
                 with autocast_for(precision, device):
-                    outputs = model.predict([img for _, _, img in readable], [prompt] * len(readable),
-                                            threshold=threshold, text_threshold=text_threshold)
+                    outputs = model.predict(images, [prompt] * len(images), threshold=threshold,
+                                            text_threshold=text_threshold, **cached)[:len(readable)]
                 by_index = {i: (p, img, out) for (i, p, img), out in zip(readable, outputs)}
             for i, item in enumerate(loaded, start):
                 if isinstance(item, Skipped):

@@ -153,7 +153,7 @@ def cmd_predict(args) -> int:
     image = load_image(args.image)
     prompt = [p.strip() for p in args.prompt.split(",")] if args.phrases else args.prompt
     model = prepare_for_inference(module.model, args.precision, args.quantize, args.backend, batch_size=1,
-                                  calibration=calibration_pairs([Path(args.image)], prompt))
+                                  calibration=calibration_pairs([Path(args.image)], prompt), compile=args.compile)
     with autocast_for(args.precision, next(model.parameters()).device):
         result = model.predict([image], [prompt], threshold=args.threshold, text_threshold=args.text_threshold)[0]
     record = {"image": str(args.image), "prompt": args.prompt,
@@ -195,20 +195,24 @@ def _predict_many(args) -> int:
     check_writable(args.out)
     prompt = parse_prompt(args.prompt, args.phrases)
     device = resolve_device(args.device)
-    check_inference_options(args.precision, args.quantize, device, args.backend)  # before the model loads
+    check_inference_options(args.precision, args.quantize, device, args.backend, args.compile)  # before loading
     paths = list_images(args.images)
     module = load_checkpoint(args.checkpoint)
     calibration = (calibration_pairs(paths, prompt) if args.backend == "onnxruntime" and args.quantize == "int8"
                    else None)
     model = prepare_for_inference(module.model.to(device), args.precision, args.quantize, args.backend,
-                                  batch_size=args.batch_size, calibration=calibration)
+                                  batch_size=args.batch_size, calibration=calibration, compile=args.compile)
+    if args.compile != "none" and not args.no_progress:
+        print(f"ovd predict: --compile {args.compile}: the first batch compiles the model (about a minute on 2 CPU "
+              "cores)", file=sys.stderr)
     summary = Summary(total=len(paths))
     predictions = predict_images(model, paths, prompt, batch_size=args.batch_size, threshold=args.threshold,
                                  text_threshold=args.text_threshold, precision=args.precision,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, cache_text=args.backend == "torch",
+                                 fixed_batch=args.compile != "none")
     info = {"checkpoint": str(args.checkpoint), "prompt": args.prompt, "phrases": bool(args.phrases),
             "threshold": args.threshold, "text_threshold": args.text_threshold, "precision": args.precision,
-            "quantize": args.quantize, "backend": args.backend}
+            "quantize": args.quantize, "backend": args.backend, "compile": args.compile}
     from tqdm import tqdm
 
     written = write_predictions(predictions, summary, args.out, args.format,
@@ -225,7 +229,7 @@ def _predict_many(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .config import list_presets
-    from .inference_options import BACKENDS, FORMATS, PRECISIONS, QUANTIZATIONS
+    from .inference_options import BACKENDS, COMPILE_MODES, FORMATS, PRECISIONS, QUANTIZATIONS
 
     parser = argparse.ArgumentParser(prog="ovd", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -304,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="torch", choices=BACKENDS,
                    help="onnxruntime: the forward exported to ONNX (at --batch-size, prompts padded to a multiple "
                    "of 16 tokens) and run by onnxruntime with every graph optimization; fp32 only")
+    p.add_argument("--compile", default="none", choices=COMPILE_MODES,
+                   help="torch.compile the model (--backend torch, --quantize none): default (Inductor) or frozen "
+                   "(Inductor with the weights folded in as constants: the benchmark's compile-frozen arm). The "
+                   "first batch compiles (about a minute on 2 CPU cores); --images pads the last batch to "
+                   "--batch-size so nothing compiles twice")
     p.add_argument("--no-progress", action="store_true", help="--images: no progress bar on stderr")
     p.set_defaults(func=cmd_predict)
 

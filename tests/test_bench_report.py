@@ -385,8 +385,10 @@ def test_recommendation_of_int8_except_text_names_its_own_flag():
     from bench.report import predict_flag, recommendation
 
     assert predict_flag(("inference_mode", "int8_except_text", "text_cache")) == "--quantize int8-except-text"
-    # predict runs eager or ONNX Runtime: a compiled arm is the suite's only, never "predict's default"
-    assert predict_flag(("compile_frozen", "text_cache")) is None and predict_flag(("compile",)) is None
+    # a compiled arm is run by predict's --compile, never by "predict's default"; the GPU compile modes are the suite's
+    assert predict_flag(("compile_frozen", "text_cache")) == "--compile frozen"
+    assert predict_flag(("compile",)) == "--compile default"
+    assert predict_flag(("cuda_graphs",)) is None and predict_flag(("inference_mode", "bf16", "cuda_graphs")) is None
     ref = {"mAP50": 0.90, "R@1": 0.92}
     judged_rows = [row("optimized-tiny", f"arm_acc/{arm}/val/{metric}", [value], "mAP")
                    for arm, vals in (("eager", ref), ("int8-dynamic", {"mAP50": 0.80, "R@1": 0.92}),
@@ -398,11 +400,16 @@ def test_recommendation_of_int8_except_text_names_its_own_flag():
     # the all-Linear int8 arms are faster but rejected; the text encoder kept fp32 was accepted: its combined arm
     line = recommendation(res, planted(judged_rows))
     assert "`int8-except-text+text-cache`" in line and "--quantize int8-except-text" in line
-    # the fastest arm is an exact compiled one: recommended on its parity, and said to be the suite's only
+    # the fastest arm is an exact compiled one: recommended on its parity, with predict's compile option
     res = planted(_arm_rows({"compile-frozen+text-cache": [1.9, 2.0, 2.1], "inference-mode": [1.0, 1.02, 1.04]},
                             parity={"compile-frozen+text-cache": True, "inference-mode": True}))
     line = recommendation(res, planted(judged_rows))
-    assert "`compile-frozen+text-cache`" in line and "not available in `ovd predict` yet" in line
+    assert "`compile-frozen+text-cache`" in line and "`ovd predict ... --compile frozen`" in line
+    # one predict cannot run (CUDA graphs) is named as the suite's only, never as predict's default
+    res = planted(_arm_rows({"cuda-graphs": [1.9, 2.0, 2.1], "inference-mode": [1.0, 1.02, 1.04]},
+                            parity={"cuda-graphs": True, "inference-mode": True}))
+    line = recommendation(res, planted(judged_rows))
+    assert "`cuda-graphs`" in line and "`ovd predict` cannot run it yet" in line and "its default" not in line
 
 
 def test_peak_batch_table_grades_each_variant_at_its_own_peak():

@@ -159,6 +159,8 @@ def test_nothing_readable_exits_2_and_keeps_the_old_file(tmp_path, capsys, fast_
     (["--out", "p.jsonl", "--batch-size", "0"], "--batch-size 0"),
     (["--out", "p.jsonl", "--prompt", "red circle,,blue", "--phrases"], "empty phrase"),
     (["--out", "p.jsonl", "--device", "tpu"], "accepted: auto, cpu, cuda"),
+    (["--out", "p.jsonl", "--compile", "frozen", "--backend", "onnxruntime"], "runs its own graph"),
+    (["--out", "p.jsonl", "--compile", "default", "--quantize", "int8"], "not supported"),
 ])
 def test_mistakes_fail_before_the_model_loads(image_dir, tmp_path, capsys, monkeypatch, extra, message):
     monkeypatch.chdir(tmp_path)
@@ -201,6 +203,81 @@ def test_bf16_runs_under_autocast_and_fp32_does_not(image_dir):
     list(predict_images(probe, paths, "x", batch_size=2, precision="bf16", progress=False))
     list(predict_images(probe, paths, "x", batch_size=2, precision="fp32", progress=False))
     assert probe.seen[0] == (True, torch.bfloat16) and probe.seen[1][0] is False
+
+
+def _boxes_and_scores(predictions) -> list:
+    return [(p.file, p.boxes, p.scores, p.labels) for p in predictions if isinstance(p, ImagePrediction)]
+
+
+def _assert_same_detections(got: list, want: list, box_px: float = 0.02, score: float = 2e-4) -> None:
+    """Same files, labels and box counts; boxes (rounded to 0.01 px) and scores (to 1e-4) equal up to rounding."""
+    assert [g[0] for g in got] == [w[0] for w in want] and [g[3] for g in got] == [w[3] for w in want]
+    for (_, gb, gs, _), (_, wb, ws, _) in zip(got, want):
+        assert len(gb) == len(wb) and len(gb) > 0
+        assert float((torch.tensor(gb) - torch.tensor(wb)).abs().max()) <= box_px
+        assert float((torch.tensor(gs) - torch.tensor(ws)).abs().max()) <= score
+
+
+def test_cached_text_and_fixed_batches_give_the_same_detections(loaded, image_dir):
+    """The prompt encoded once (``cache_text``) and short batches padded to the batch size (``fixed_batch``: what
+    ``--compile`` uses) change no detection: 5 readable images and a corrupt one in batches of 2."""
+    model = loaded.model.eval()
+    paths = list_images(str(image_dir))
+    kwargs = dict(prompt=PHRASES, batch_size=2, threshold=0.0, progress=False)
+    want = _boxes_and_scores(predict_images(model, paths, **kwargs))
+    got = _boxes_and_scores(predict_images(model, paths, cache_text=True, fixed_batch=True, **kwargs))
+    assert len(want) == len(SIZES)
+    _assert_same_detections(got, want)
+
+
+class _BatchProbe(torch.nn.Linear):
+    """Stands in for the detector: records the batch sizes and cached text ``predict`` is given."""
+
+    def __init__(self):
+        super().__init__(1, 1)
+        self.seen = []
+
+    def predict(self, images, prompts, threshold=0.3, text_threshold=0.25, text_tokens=None):
+        self.seen.append((len(images), None if text_tokens is None else tuple(text_tokens.shape[:1])))
+        return [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": []} for _ in images]
+
+
+def test_fixed_batch_pads_short_batches_and_drops_the_copies(image_dir):
+    paths = [image_dir / n for n in ("a.png", "c_broken.png", "b.png", "d.png", "e.png")]
+    probe = _BatchProbe()
+    out = list(predict_images(probe, paths, "x", batch_size=2, fixed_batch=True, progress=False))
+    # batches: (a, broken) -> a padded to 2; (b, d); (e) padded to 2; one record per input, in order
+    assert [n for n, _ in probe.seen] == [2, 2, 2]
+    assert [type(p).__name__ for p in out] == ["ImagePrediction", "Skipped", "ImagePrediction", "ImagePrediction",
+                                                "ImagePrediction"]
+    probe.seen.clear()
+    list(predict_images(probe, paths, "x", batch_size=2, progress=False))
+    assert [n for n, _ in probe.seen] == [1, 2, 1]
+
+
+def test_text_tokens_that_do_not_match_the_prompts_are_refused(loaded, image_dir):
+    from ovd.batch_predict import encode_prompt
+
+    model = loaded.model.eval()
+    tokens = encode_prompt(model, PHRASES, batch_size=3)
+    with pytest.raises(ValueError, match="do not match"):
+        model.predict(torch.rand(2, 3, 64, 64), [PHRASES] * 2, text_tokens=tokens)
+
+
+@pytest.mark.slow
+def test_compile_frozen_end_to_end_matches_eager(checkpoint, image_dir, tmp_path, capsys):
+    """``ovd predict --compile frozen`` (the benchmark's compile-frozen+text-cache arm) gives eager's detections;
+    5 images at batch 2 compile once (about a minute). The checkpoint is loaded from disk: --compile compiles the
+    loaded model in place, which must not leak into the module-scoped ``loaded`` other tests share."""
+    argv = ["predict", "--checkpoint", str(checkpoint), "--images", str(image_dir), "--prompt", ", ".join(PHRASES),
+            "--phrases", "--threshold", "0", "--batch-size", "2", "--no-progress"]
+    code, _, err = _run(argv + ["--out", str(tmp_path / "eager.jsonl")], capsys)
+    assert code == 0, err
+    code, _, err = _run(argv + ["--compile", "frozen", "--out", str(tmp_path / "frozen.jsonl")], capsys)
+    assert code == 0, err
+    want, got = _records(tmp_path / "eager.jsonl"), _records(tmp_path / "frozen.jsonl")
+    as_tuples = [[(r["file"], r["boxes"], r["scores"], r["labels"]) for r in recs] for recs in (got, want)]
+    _assert_same_detections(*as_tuples)
 
 
 def test_bf16_end_to_end(image_dir, tmp_path, capsys, fast_load):

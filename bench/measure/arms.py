@@ -7,7 +7,8 @@ every ``nn.Linear``: ``torch.ao.quantization.quantize_dynamic``; CPU only), ``in
 the text encoder kept fp32: ``ovd predict --quantize int8-except-text``), ``compile``
 (``torch.compile``, default backend, cold cache), ``compile_frozen`` (the same with Inductor's ``freezing``
 option: eval weights folded into the graph as constants and, on the CPU, prepacked for oneDNN's GEMMs; inference
-only, fp32-exact), ``onnx`` (the model as ``ovd predict --backend
+only, fp32-exact; both compile features go through ``ovd.batch_predict.compile_for_inference``, what ``ovd predict
+--compile default|frozen`` runs), ``onnx`` (the model as ``ovd predict --backend
 onnxruntime`` runs it: :class:`ovd.onnx_backend.OnnxDetector`, ``torch.onnx.export`` of the forward at the
 arm's batch size with the prompt padded to the next multiple of 16 tokens, run by onnxruntime with its
 workers spinning off and every graph optimization on: ``ORT_ENABLE_ALL``, so no separate "onnx-ort-opt" arm
@@ -58,8 +59,10 @@ FEATURES = ("inference_mode", "channels_last", "bf16", "fp16", "int8", "int8_exc
 #: arm feature -> the ``ovd predict --quantize`` mode it runs (``ovd.inference_options.QUANTIZATIONS``): the speed and
 #: the accuracy arms apply the same transform users run
 DYNAMIC_INT8_FEATURES = {"int8": "int8", "int8_except_text": "int8-except-text"}
-#: features that run the model through torch.compile (``ovd predict`` has no switch for them)
-COMPILE_FEATURES = ("compile", "compile_frozen", "compile_max_autotune", "cuda_graphs")
+#: feature -> its compile mode (``ovd.batch_predict.COMPILE_KWARGS``: the torch.compile arguments ``ovd predict
+#: --compile`` uses); the first one present wins. predict offers "default" and "frozen"; the other two are GPU arms.
+COMPILE_FEATURES = {"cuda_graphs": "reduce-overhead", "compile_max_autotune": "max-autotune",
+                    "compile_frozen": "frozen", "compile": "default"}
 CALIBRATION_BATCHES = 2  # held-out batches (each of the arm's batch size) for static int8 calibration
 FP32_TOLERANCE = 1e-3
 REDUCED_TOLERANCE = 5e-2
@@ -99,8 +102,9 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
         "text + CUDA graphs (compile reduce-overhead)", devices=("cuda",), isolated=True),
     Arm("compile", ("compile",), "torch.compile, default backend (inductor); set-up includes compilation",
         isolated=True),
-    # measured 2026-11-29 on optimized at batch 8, 2 cores: 1.24-1.32x over eager with cached text in one process
-    # each, parity 2e-7, about 70 s of compilation (max-autotune on top: 3% faster for 200 s of tuning)
+    # before it was added (2026-11-29, optimized at batch 8, 2 cores, one process each): 1.24-1.32x over eager *with*
+    # cached text, parity 2e-7, about 70 s of compilation (max-autotune on top: 3% faster for 200 s of tuning); in the
+    # default profile (3 processes, against plain eager): 1.16x [1.10, 1.16]
     Arm("compile-frozen+text-cache", ("compile_frozen", "text_cache"), "torch.compile (inductor) with freezing: "
         "weights folded in as constants, prepacked for oneDNN on the CPU; cached text; set-up includes compilation",
         isolated=True),
@@ -271,16 +275,15 @@ def build_arm(arm: Arm, model, images, ids, mask, device, workdir: Path) -> tupl
     if "text_cache" in f:
         with torch.no_grad(), autocast(precision, device):
             text_tokens = m.encode_text(ids, mask)
-    compile_mode = _compile_mode(f)
+    compile_mode = compile_mode_of(f)
     if compile_mode is not None:
         import os
 
+        from ovd.batch_predict import compile_for_inference
+
         # a fresh inductor cache: the set-up time is a cold compile, not a cache hit from an earlier run
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(workdir / "inductor-cache")
-        if compile_mode == "frozen":
-            m = torch.compile(m, options={"freezing": True})  # an Inductor config patch for this model only
-        else:
-            m = torch.compile(m) if compile_mode == "default" else torch.compile(m, mode=compile_mode)
+        m = compile_for_inference(m, compile_mode)  # what `ovd predict --compile` runs; in place, on the copy
 
     def fn():
         with grad(), (autocast(precision, device) if precision != "fp32" else contextlib.nullcontext()):
@@ -293,16 +296,10 @@ def build_arm(arm: Arm, model, images, ids, mask, device, workdir: Path) -> tupl
     return fn, time.perf_counter() - t0, notes
 
 
-def _compile_mode(features: set) -> str | None:
-    """torch.compile mode of an arm's features: "default", "frozen" (default + Inductor freezing),
-    "max-autotune", "reduce-overhead" (CUDA graphs)."""
-    if "cuda_graphs" in features:
-        return "reduce-overhead"
-    if "compile_max_autotune" in features:
-        return "max-autotune"
-    if "compile_frozen" in features:
-        return "frozen"
-    return "default" if "compile" in features else None
+def compile_mode_of(features) -> str | None:
+    """The compile mode (:data:`COMPILE_FEATURES`) of an arm's features: "default", "frozen" (default + Inductor
+    freezing), "max-autotune", "reduce-overhead" (CUDA graphs); None when it does not compile."""
+    return next((mode for feature, mode in COMPILE_FEATURES.items() if feature in features), None)
 
 
 # -- the measurement ---------------------------------------------------------------------------

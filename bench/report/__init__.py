@@ -100,16 +100,23 @@ PREDICT_FLAGS = {"fp32": "", "bf16": "--precision bf16", "int8": "--quantize int
 
 
 def predict_flag(features) -> str | None:
-    """The `ovd predict` options that run an arm's arithmetic and backend ("" = the default; None = not
-    available in predict)."""
-    from ..measure.arms import COMPILE_FEATURES
+    """The `ovd predict` options that run an arm's arithmetic, backend and compile mode ("" = the default; None =
+    not available in predict). Cached text needs no option: predict encodes its one prompt once per run."""
+    from ovd.inference_options import COMPILE_MODES
 
-    if set(COMPILE_FEATURES) & set(features):
-        return None  # predict runs eager (or ONNX Runtime); torch.compile is the suite's arm only
+    from ..measure.arms import compile_mode_of
+
     flag = PREDICT_FLAGS.get(_numerics(features))
-    if flag is not None and "onnx" in features and "--backend" not in flag:
-        flag = (flag + " --backend onnxruntime").strip()
-    return flag
+    if flag is None:
+        return None
+    if "onnx" in features and "--backend" not in flag:
+        flag += " --backend onnxruntime"
+    mode = compile_mode_of(features)
+    if mode is not None:
+        if mode not in COMPILE_MODES:
+            return None  # max-autotune and CUDA graphs: the suite's GPU arms only
+        flag += f" --compile {mode}"
+    return flag.strip()
 
 
 def _numerics(features) -> str:
@@ -155,12 +162,14 @@ def recommendation(res: Results, acc_src: Results) -> str:
     name, g, kind = best
     q = f" [{fmt(g.stats.q1)}, {fmt(g.stats.q3)}]" if g.stats and g.stats.n > 1 else " (one process: no interval)"
     flag = predict_flag(ARMS[name].features)
-    how = (f"`ovd predict ... {flag}`" if flag else "`ovd predict` (fp32, its default)") if flag is not None else \
-        "not available in `ovd predict` yet (the suite's arm only)"
     basis = "outputs within fp32 parity" if kind == "fp32" else \
         "accepted on every trained checkpoint judged (section below)"
+    if flag is None:
+        run = "`ovd predict` cannot run it yet (the suite's arm only)"
+    else:
+        run = "run it with " + (f"`ovd predict ... {flag}`" if flag else "`ovd predict` (fp32, its default)")
     return (f"**Recommendation for this machine**: `{name}` ({ARMS[name].description}), {fmt(g.value)}x{q} the "
-            f"throughput of fp32 eager `{v}`, {basis}; run it with {how}.")
+            f"throughput of fp32 eager `{v}`, {basis}; {run}.")
 
 
 def render(res: Results, out_dir: str | Path, accuracy: Results | None = None) -> Path:

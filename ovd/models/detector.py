@@ -102,7 +102,7 @@ class OpenVocabDetector(nn.Module):
 
     @torch.inference_mode()
     def predict(self, images, prompts: Sequence[str | Sequence[str]], threshold: float = 0.3,
-                text_threshold: float = 0.25) -> list[dict]:
+                text_threshold: float = 0.25, text_tokens: torch.Tensor | None = None) -> list[dict]:
         """Detect the prompted phrases.
 
         images: a list of PIL images or a float tensor (B, 3, H, W) with values in [0, 1].
@@ -116,6 +116,10 @@ class OpenVocabDetector(nn.Module):
         prompt's tokens) exceeds it; "scores" are that max. A phrase absent from the image should get
         no box in the common case: that is what training with negative (absent) phrases teaches, and
         ``ovd eval --protocol vocabulary`` measures it (``absent_fp_rate``, at this default 0.3).
+
+        text_tokens: optional (B, T, D) :meth:`encode_text` output for these prompts, tokenized as here (a caller
+        whose prompt is fixed computes it once: ``ovd.batch_predict.encode_prompt``); its (B, T) must match the
+        prompts' tokens.
         """
         was_training = self.training
         self.eval()
@@ -134,7 +138,10 @@ class OpenVocabDetector(nn.Module):
                     phrase_spans.append(([s.strip() for s in p], spans))
             enc = self.tokenize(captions)
             device = batch.device
-            out = self(batch, enc["input_ids"].to(device), enc["attention_mask"].to(device))
+            if text_tokens is not None and tuple(text_tokens.shape[:2]) != tuple(enc["input_ids"].shape):
+                raise ValueError(f"text_tokens of shape {tuple(text_tokens.shape)} do not match the prompts' "
+                                 f"{tuple(enc['input_ids'].shape)} (B, T) tokens")
+            out = self(batch, enc["input_ids"].to(device), enc["attention_mask"].to(device), text_tokens=text_tokens)
             probs = out["pred_logits"].float().sigmoid()  # (B, Q, T)
             results = []
             for b in range(batch.shape[0]):
