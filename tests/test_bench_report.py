@@ -405,6 +405,14 @@ def test_recommendation_of_int8_except_text_names_its_own_flag():
                             parity={"compile-frozen+text-cache": True, "inference-mode": True}))
     line = recommendation(res, planted(judged_rows))
     assert "`compile-frozen+text-cache`" in line and "`ovd predict ... --compile frozen`" in line
+    assert "pays off" not in line  # no set-up measured in these rows: nothing claimed
+    # with its set-up and speed measured: 70 s at 20 images/s and a 2.0x gain pays back after 70 * 20 / 1 images
+    slow_setup = [row("optimized", "arm/compile-frozen+text-cache/setup_s", [70.0], "s"),
+                  row("optimized", "arm/compile-frozen+text-cache/fps_b8", [20.0], "images/s")]
+    res = planted(_arm_rows({"compile-frozen+text-cache": [1.9, 2.0, 2.1], "inference-mode": [1.0, 1.02, 1.04]},
+                            parity={"compile-frozen+text-cache": True, "inference-mode": True}) + slow_setup)
+    line = recommendation(res, planted(judged_rows))
+    assert "its 70 s of set-up pays off after about 1,400 images" in line, line
     # one predict cannot run (CUDA graphs) is named as the suite's only, never as predict's default
     res = planted(_arm_rows({"cuda-graphs": [1.9, 2.0, 2.1], "inference-mode": [1.0, 1.02, 1.04]},
                             parity={"cuda-graphs": True, "inference-mode": True}))
@@ -441,3 +449,14 @@ def test_incomplete_banner_lists_what_was_not_run():
     assert incomplete_lines(res) == []
     # killed before the end (no suite_seconds), nothing missing yet recorded: still flagged
     assert incomplete_lines(planted([], profile={"planned_tasks": ["x"]}, tasks={"x": {}})) != []
+
+
+def test_break_even_images_by_hand():
+    from bench.report.arms import break_even_images, fmt_break_even
+
+    # eager at 10 images/s (0.1 s each), the arm 1.25x: 12.5 images/s (0.08 s each); 0.02 s saved per image,
+    # so 60 s of set-up is paid back after 3,000 images
+    assert break_even_images(60.0, 12.5, 1.25) == pytest.approx(3000.0)
+    assert break_even_images(60.0, 9.0, 0.9) is None and break_even_images(60.0, 10.0, 1.0) is None
+    assert fmt_break_even(60.0, 12.5, 1.25) == "3,000 images" and fmt_break_even(70.5, 15.9, 1.16) == "7,000 images"
+    assert fmt_break_even(60.0, 9.0, 0.9) == "never (no gain)" and fmt_break_even(None, 9.0, 0.9) == "-"

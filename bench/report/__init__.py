@@ -94,6 +94,8 @@ def _footer(res: Results, pngs: list[str]) -> list[str]:
 
 
 #: how `ovd predict` runs an arm's numerics (None: predict has no switch for it)
+#: a recommended arm's set-up (s) from which the recommendation says after how many images it pays off
+SETUP_WORTH_NAMING_S = 5.0
 PREDICT_FLAGS = {"fp32": "", "bf16": "--precision bf16", "int8": "--quantize int8",
                  "int8_except_text": "--quantize int8-except-text",
                  "int8_static": "--backend onnxruntime --quantize int8", "fp16": None}
@@ -134,6 +136,7 @@ def recommendation(res: Results, acc_src: Results) -> str:
     arithmetic kept the trained checkpoint's accuracy (``acc_src``'s accuracy-judged arms); its gain over fp32
     eager with the interval, and how `ovd predict` runs it."""
     from ..measure.arms import ARMS, REFERENCE
+    from .arms import fmt_break_even
     from .format import extras_variant, fmt, ok_row
 
     judged = accepted_arms(acc_src)  # {"bf16-autocast": True, "int8-dynamic": False, ...}
@@ -168,6 +171,11 @@ def recommendation(res: Results, acc_src: Results) -> str:
         run = "`ovd predict` cannot run it yet (the suite's arm only)"
     else:
         run = "run it with " + (f"`ovd predict ... {flag}`" if flag else "`ovd predict` (fp32, its default)")
+    B = int(res.profile.get("arm_batch", 8))  # the batch the arms ran at (bench.report.arms reads it so too)
+    setup, fps = ok_row(res, v, f"arm/{name}/setup_s"), ok_row(res, v, f"arm/{name}/fps_b{B}")
+    if setup is not None and fps is not None and setup.value >= SETUP_WORTH_NAMING_S:
+        run += (f"; its {fmt(setup.value)} s of set-up pays off after about "
+                f"{fmt_break_even(setup.value, fps.value, g.value)} (fewer images: fp32 eager is faster end to end)")
     return (f"**Recommendation for this machine**: `{name}` ({ARMS[name].description}), {fmt(g.value)}x{q} the "
             f"throughput of fp32 eager `{v}`, {basis}; {run}.")
 

@@ -10,6 +10,26 @@ from .judge import Ratio, fmt_change, ratio_interval, target_verdict
 TARGET_ARM_GAIN = 1.3
 
 
+def break_even_images(setup_s: float, fps: float, gain: float) -> float | None:
+    """Images after which an arm's one-off set-up (compilation, export, quantization) is paid back by its faster
+    calls: set-up / (seconds saved per image) = setup_s / (1 / fps_eager - 1 / fps) with fps_eager = fps / gain,
+    i.e. setup_s * fps / (gain - 1). None when the arm is not faster (never pays back). Point estimate from
+    medians (the gain's interval is beside it in the table)."""
+    if gain <= 1.0 or fps <= 0:
+        return None
+    return setup_s * fps / (gain - 1.0)
+
+
+def fmt_break_even(setup_s: float | None, fps: float | None, gain: float | None) -> str:
+    """The "pays off after" cell: an image count, "never" (no gain), or "-" (not measured)."""
+    if setup_s is None or fps is None or gain is None:
+        return "-"
+    n = break_even_images(setup_s, fps, gain)
+    if n is None:
+        return "never (no gain)"
+    return f"{float(f'{n:.2g}'):,.0f} images"  # two significant digits: a point estimate from medians
+
+
 def arms_ranking(res: Results) -> list[dict]:
     """All arms (beyond-seed arms on the extras variant, and the seed's one-factor ladder rungs) ranked
     by inference gain (median over processes, [q1, q3]); failed or skipped arms last."""
@@ -43,7 +63,8 @@ def arms_ranking(res: Results) -> list[dict]:
             + (f" ({100 * agree.value:.0f}% of queries within)" if agree else ""),
             "tolerance": f"{g.extra.get('tolerance'):g}" if g.extra.get("tolerance") is not None else "-",
             "status": ("ok" if ok and ok.value == 1.0 else "OUTSIDE TOLERANCE") if ok else "ok",
-            "set-up (s)": fmt(setup.value) if setup else "-"})
+            "set-up (s)": fmt(setup.value) if setup else "-",
+            "pays off after": fmt_break_even(setup.value if setup else None, fps.value if fps else None, g.value)})
         ranked.append((rec, g.value))
     for n, spec in res.variants.items():
         if spec.get("group") != "ladder" or spec.get("accuracy_only"):
@@ -59,7 +80,7 @@ def arms_ranking(res: Results) -> list[dict]:
         ranked.append((rec, r))
     ranked.sort(key=lambda t: -t[1])
     cols = ["rank", "arm", "kind", "gain", "images/s", "parity max abs diff boxes / probs", "tolerance", "status",
-            "set-up (s)", "what"]
+            "set-up (s)", "pays off after", "what"]
     out = []
     for i, (rec, _) in enumerate(ranked + tail, 1):
         rec["rank"] = i if rec.get("gain", "-") != "-" else "-"
@@ -104,5 +125,8 @@ def section(res: Results) -> list[str]:
             "within it (on a random-weight model the language-guided top-k proposal scores are near-ties, "
             "so reduced precision swaps some proposals for others: such an arm is reported outside "
             "tolerance, not excused). Seed factors are the ladder's FPS ratios "
-            f"(batch {infer_batch(res)}, one factor changed from the baseline, a different model: no parity).\n",
+            f"(batch {infer_batch(res)}, one factor changed from the baseline, a different model: no parity). "
+            "Pays off after: the images an arm must process before its one-off set-up (compilation, export, "
+            "quantization, timed once per process) is paid back by its faster calls, set-up x images/s / (gain - 1), "
+            "from the medians.\n",
             md(ranking), "\n" + best_arm_sentence(res) + "\n"]
