@@ -9,6 +9,6 @@ PRECISIONS = ("fp32", "bf16")
 QUANTIZATIONS = ("none", "int8", "int8-except-text")
 #: ``--backend``
 BACKENDS = ("torch", "onnxruntime")
-#: ``--compile``: torch.compile (Inductor) of the fp32 torch model; "frozen" adds Inductor's freezing (eval weights folded
-#: into the graph as constants, prepacked for oneDNN on the CPU)
+#: ``--compile``: torch.compile (Inductor) of the unquantized torch model; "frozen" adds Inductor's freezing (eval weights
+#: folded into the graph as constants, prepacked for oneDNN on the CPU)
 COMPILE_MODES = ("none", "default", "frozen")
