@@ -19,6 +19,10 @@ Refused (:class:`IncomparableResults`) when the two runs differ in profile name,
   * **time to target** (``accuracy/time_to_target_s``) when the reference reached the target.
 - Accuracy (val/mAP50, val/R@1) may not drop by more than ``accuracy_margin`` (absolute).
 - A metric that was measured in REFERENCE but errors in NEW fails. Improvements never fail.
+- Except: a measurement of the machine itself (group "machine": the bf16 and int8 matmul peaks) that NEW's
+  machine does not offer (no row, or not-measured with its reason) passes as "not gated" when the two runs name
+  different machines (``device`` / ``cpu_model``): a reference made on a CPU with AVX512-BF16 and VNNI still
+  gates an AVX2-only one. On the same machine its absence fails like any other row's.
 
 Tolerance rule of the efficiency / latency / time-to-target checks (:class:`SpreadRule`): each run's
 relative spread of a metric is a robust sigma, 1.4826 x MAD / median over its repeat samples (MAD
@@ -165,6 +169,13 @@ def _same_machine(reference: Results, new: Results) -> tuple[bool, str]:
     return a == b and None not in a, f"{' / '.join(map(str, a))} vs {' / '.join(map(str, b))}"
 
 
+def _machine_cannot(reference: Results, variant: str, new_row: Row | None) -> bool:
+    """True for a row of the machine itself (group "machine": the matmul peaks) that NEW did not measure (no row,
+    or status not-measured with its reason). An error is never excused: that is the code failing."""
+    machine = (reference.variants.get(variant) or {}).get("group") == "machine"
+    return machine and (new_row is None or new_row.status == "not-measured")
+
+
 # -- spreads and derived metrics --------------------------------------------------------------
 
 def relative_spread(row: Row | None) -> float:
@@ -302,10 +313,19 @@ def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memo
     cmp = Comparison()
     ref_rows = {r.key: r for r in reference.rows}
     new_rows = {r.key: r for r in new.rows}
+    same_machine, machines = _same_machine(reference, new)
     for key, rr in ref_rows.items():
         variant, metric = key
         nr = new_rows.get(key)
         if rr.status != "ok":
+            continue
+        if not same_machine and _machine_cannot(reference, variant, nr):
+            # a peak the NEW machine has no instructions for (bf16 without AVX512-BF16/AMX, int8 without VNNI) says
+            # nothing about the code; on the same machine its absence fails as any other row's
+            why = f": {nr.error[:100]}" if nr is not None and nr.error else ""
+            cmp.checks.append(Check(variant, metric, "presence", rr.value, None, "-", True,
+                                    f"not gated: a measurement of the machine, and NEW ran on another ({machines}); "
+                                    f"{'not measured there' + why if nr is not None else 'not offered there'}"))
             continue
         if nr is None:
             cmp.checks.append(Check(variant, metric, "presence", rr.value, None, "present", False,

@@ -102,6 +102,40 @@ def test_another_machine_is_cancelled_by_its_own_peak():
     assert "efficiency" in _failed_kinds(compare(ref, worse))
 
 
+def _with_reduced_peaks(res: Results, bf16: bool = True, int8: str = "ok") -> Results:
+    """``res`` plus the machine's bf16 peak (when ``bf16``) and its int8 peak: measured ("ok"), not measured with
+    the roofline's reason ("not-measured"), failed ("error") or absent (None)."""
+    rows = list(res.rows)
+    if bf16:
+        rows.append(_row("machine", "roofline/peak_bf16", [3.2e10, 3.3e10, 3.1e10], "FLOP/s"))
+    if int8 == "ok":
+        rows.append(_row("machine", "roofline/peak_int8", [6.1e11, 6.2e11, 6.0e11], "OP/s"))
+    elif int8 is not None:
+        rows.append(Row("machine", "roofline/peak_int8", None, "OP/s", status=int8,
+                        error="no int8 dot-product instructions reported by the CPU"))
+    return dataclasses.replace(res, rows=rows)
+
+
+def test_a_peak_the_new_machine_lacks_is_not_a_regression_but_an_error_is():
+    """A reference made on a CPU with bf16 and VNNI (the committed one) gating an AVX2-only machine."""
+    ref = _with_reduced_peaks(make_results(seed=0, env={"cpu_model": "Intel(R) Xeon(R) Processor"}))
+    avx2 = _with_reduced_peaks(make_results(seed=1), bf16=False, int8="not-measured")
+    cmp = compare(ref, avx2)
+    assert cmp.passed, cmp.table(only_failures=True)
+    notes = {c.metric: c.note for c in cmp.checks if c.variant == "machine" and "not gated" in c.note}
+    assert set(notes) == {"roofline/peak_bf16", "roofline/peak_int8"}
+    assert "not offered there" in notes["roofline/peak_bf16"] and "no int8 dot-product" in notes["roofline/peak_int8"]
+    # the roofline crashing is the code failing, on any machine
+    crashed = compare(ref, _with_reduced_peaks(make_results(seed=1), bf16=False, int8="error"))
+    assert [(c.variant, c.metric) for c in crashed.failures] == [("machine", "roofline/peak_int8")]
+    # on the same machine a peak that went missing fails as before
+    same = compare(_with_reduced_peaks(make_results(seed=0)), _with_reduced_peaks(make_results(seed=1), bf16=False))
+    assert [(c.metric, c.kind) for c in same.failures] == [("roofline/peak_bf16", "presence")]
+    # the fp32 peak is measurable everywhere: without it the efficiency check still fails on another machine
+    gone = compare(ref, make_results(seed=1, roofline=False))
+    assert "efficiency" in _failed_kinds(gone)
+
+
 def test_roofline_missing_in_new_fails_the_efficiency_check():
     cmp = compare(make_results(seed=0), make_results(seed=1, roofline=False))
     eff = [c for c in cmp.failures if c.kind == "efficiency"]
