@@ -319,6 +319,7 @@ def test_cli_rejects_unknown_extras(capsys):
     assert "unknown extras" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # about 45 s on 2 AVX2 cores (fresh workers); default-tier twin: test_bench_runner.py::test_static_run_end_to_end
 def test_run_with_extras_end_to_end(tmp_path, monkeypatch):
     """The runner path for peers and the roofline: fresh worker processes, rows, and the report."""
     import bench.variants as variants

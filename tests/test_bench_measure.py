@@ -47,6 +47,7 @@ def test_flop_counter_counts_sdpa_attention(train):
     assert flops["sdpa"] > 0.9 * flops["mha"]  # without the registered formula the attention would be missing
 
 
+@pytest.mark.slow  # about 15 s; default tier: test_peak_of_call_cpu_branch_sees_an_allocation (in process)
 def test_memory_measurement_in_a_subprocess():
     code = ("import json; from bench.measure.memory import measure_infer; "
             "r = measure_infer({'preset': 'optimized-tiny', 'batch_size': 2}); "

@@ -77,6 +77,7 @@ def test_capture_records_provenance_and_exact_versions():
     assert e["source_hash"] == env.source_hash() and e["torch"] == torch.__version__
 
 
+@pytest.mark.slow  # about 9 s (a fresh worker); default tier: test_bench_runner.py::test_static_run_end_to_end
 def test_worker_records_provenance_for_a_task_without_variant(monkeypatch):
     """The roofline runs without a variant; its outcome's environment carries the provenance keys,
     and the commit override reaches the fresh worker process."""

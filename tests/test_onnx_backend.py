@@ -104,6 +104,7 @@ def test_prepare_for_inference_onnxruntime_needs_calibration_for_int8(tiny):
 
 # -- ovd predict --backend onnxruntime ---------------------------------------------------------------
 
+@pytest.mark.slow  # about 30 s; default-tier twins: test_predict_one_image_with_onnxruntime and the padding test
 def test_predict_images_with_onnxruntime_matches_torch(checkpoint, tmp_path, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -140,6 +141,7 @@ def test_predict_one_image_with_onnxruntime(checkpoint, tmp_path, capsys):
 
 # -- the ONNX arms judged on a checkpoint -----------------------------------------------------------
 
+@pytest.mark.slow  # about 16 s; default tier: test_bench_extras.py::test_onnx_arm_exports_and_matches_eager
 def test_onnx_arm_accuracy_equals_eager_on_a_checkpoint(checkpoint):
     result = measure({"checkpoint": str(checkpoint), "device": "cpu", "max_images": 2, "splits": ["val"],
                       "arms": ["onnx-ort"], "batch_size": 2})

@@ -47,12 +47,13 @@ def test_loss_decreases_when_overfitting_8_images(small_root):
     L.seed_everything(0)
     dm = build_datamodule(cfg, small_root, limit=8)
     dm.setup("fit")
-    module = DetectorModule(cfg, total_steps=40)
+    module = DetectorModule(cfg, total_steps=20)
     batch = next(iter(dm.train_dataloader()))
     with torch.no_grad():
         before = module.criterion(module(batch), batch["targets"])["total_loss"].item()
-    repeated = torch.utils.data.DataLoader([batch] * 40, batch_size=None)  # the same 8 images, 40 times
-    _trainer(40, limit_val_batches=0).fit(module, train_dataloaders=repeated)
+    # the same 8 images, 20 times: the loss falls to about half (40 steps: a third, at twice the cost)
+    repeated = torch.utils.data.DataLoader([batch] * 20, batch_size=None)
+    _trainer(20, limit_val_batches=0).fit(module, train_dataloaders=repeated)
     with torch.no_grad():
         after = module.criterion(module(batch), batch["targets"])["total_loss"].item()
     assert after < 0.7 * before, (before, after)
