@@ -218,9 +218,9 @@ def compile_for_inference(model: torch.nn.Module, mode: str) -> torch.nn.Module:
 def calibration_pairs(paths: Sequence[Path], prompt: str | list[str], limit: int = CALIBRATION_IMAGES) -> list[tuple]:
     """(PIL image, caption) for the first ``limit`` readable ``paths`` (unreadable ones are skipped here and
     reported by the prediction pass): the static int8 graph's calibration data."""
-    from .processor import join_phrases
+    from .processor import prompt_caption
 
-    caption = prompt if isinstance(prompt, str) else join_phrases(prompt)[0]
+    caption = prompt_caption(prompt)
     out = []
     for i, path in enumerate(paths):
         if len(out) >= limit:
@@ -283,9 +283,9 @@ def _load(index: int, path: Path):
 def encode_prompt(model, prompt: str | list[str], batch_size: int, precision: str = "fp32") -> torch.Tensor:
     """The prompt's text tokens (batch_size, T, D), ``model.encode_text`` of ``batch_size`` copies of its caption
     tokenized as ``model.predict`` tokenizes it: computed once per run, since every image gets the same prompt."""
-    from .processor import join_phrases
+    from .processor import prompt_caption
 
-    caption = prompt if isinstance(prompt, str) else join_phrases(prompt)[0]
+    caption = prompt_caption(prompt)
     enc = model.tokenize([caption] * batch_size)
     device = next(model.parameters()).device
     with torch.inference_mode(), autocast_for(precision, device):

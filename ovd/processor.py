@@ -66,6 +66,11 @@ def join_phrases(phrases: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
     return caption, spans
 
 
+def prompt_caption(prompt: str | Sequence[str]) -> str:
+    """The caption a prompt is tokenized as: a string as it is, a phrase list joined (:func:`join_phrases`)."""
+    return prompt if isinstance(prompt, str) else join_phrases(prompt)[0]
+
+
 class InputProcessor:
     """Images and prompts -> model inputs. ``tokenizer`` must be a fast tokenizer (offset mappings);
     ``image_size`` is the model's square input side; ``max_tokens`` the prompt limit (special tokens

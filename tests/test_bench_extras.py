@@ -3,13 +3,17 @@ matmul peak, scaling points and the curve sentences, optimization arms with thei
 ranking table and the report sections; CUDA paths behind the ``gpu`` marker."""
 
 import dataclasses
+import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from bench.measure import arms as arms_mod
 from bench.measure import peers, roofline, scaling
+from bench.measure.specs import ArmsSpec, SpecError
 from bench.profiles import EXTRAS, get_profile, parse_extras
 from bench.results import Results, Row, Stats
 from bench.runner import plan
@@ -303,6 +307,12 @@ def test_profiles_and_extras_flag():
     # compile (the exact-fp32 arm) runs in the CPU default, in 3 processes like every isolated arm
     assert "arms:compile:0" not in ids and "arms:onnx-ort-int8-static:0" not in ids
     assert {"arms:compile-frozen+text-cache:0", "arms:compile-frozen+text-cache:2"} <= set(ids)
+    # a compile arm's processes share one Inductor cache in the run folder, emptied by the first (a cold compile)
+    frozen = [t.params["arms"] for t in plan(p) if t.id.startswith("arms:compile-frozen+text-cache:")]
+    assert [s["compile_cache"] for s in frozen] == ["inductor-cache/compile-frozen+text-cache"] * 3
+    assert [s["compile_cache_reset"] for s in frozen] == [True, False, False]
+    onnx = next(t.params["arms"] for t in plan(p) if t.id == "arms:onnx-ort:0")
+    assert "compile_cache" not in onnx  # nothing to cache: every process's set-up is a first run's
     full_ids = [t.id for t in plan(dataclasses.replace(get_profile("full"), extras=("arms",), repeats=1))]
     assert {"arms:compile:0", "arms:onnx-ort-int8-static:0", "arms:compile-frozen+text-cache:0"} <= set(full_ids)
     assert not any(i.startswith(("peer_", "scaling:")) for i in ids)
@@ -465,13 +475,40 @@ def test_gpu_peers_speed_and_vram():
     assert m.method == "cuda-allocator" and m.reserved_mib >= m.total_mib > 0
 
 
+def test_set_up_rows_keep_cold_and_warm_compiles_apart():
+    r = arms_mod.ArmsResult(2, "cpu", 1, emit=["eager", "compile", "onnx-ort"])
+    for name, notes in (("eager", {}), ("compile", {"inductor_cache": "warm"}), ("onnx-ort", {})):
+        r.arms[name] = {"features": [], "tolerance": 0.0, "calls_s": [0.1, 0.1], "gain": 1.0, "setup_s": 3.0,
+                        "notes": notes, "diffs": {}}
+    metrics = {x.metric for x in r.rows()}
+    assert "arm/compile/setup_warm_s" in metrics and "arm/compile/setup_s" not in metrics
+    assert "arm/onnx-ort/setup_s" in metrics and "arm/eager/setup_s" in metrics
+    with pytest.raises(SpecError, match="compile_cache_reset"):
+        ArmsSpec.coerce({"preset": "optimized-tiny", "compile_cache_reset": True})
+
+
 @pytest.mark.slow
-def test_frozen_compile_arm_is_exact_on_the_tiny_preset():
+def test_frozen_compile_arm_is_exact_on_the_tiny_preset(tmp_path):
     # Inductor freezing folds the eval weights into the graph: same fp32 numbers as eager (about 40 s to compile)
-    r = arms_mod.measure({"preset": "optimized-tiny", "arms": ["compile-frozen+text-cache"], "batch_size": 2,
-                          "warmup": 0, "rounds": 1, "iters": 1, "device": "cpu"})
+    spec = {"preset": "optimized-tiny", "arms": ["compile-frozen+text-cache"], "batch_size": 2, "warmup": 0,
+            "rounds": 1, "iters": 1, "device": "cpu", "compile_cache": str(tmp_path / "cache")}
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "stale").write_text("from an earlier run")  # emptied: the first process is cold
+    r = arms_mod.measure({**spec, "compile_cache_reset": True})
     a = r.arms["compile-frozen+text-cache"]
     assert "error" not in a, a.get("error")
     assert a["parity_ok"] and a["diffs"]["boxes_max_abs_matched"] < 1e-4, a["diffs"]
-    assert a["setup_s"] > 0 and a["gain"] > 0
+    assert a["setup_s"] > 0 and a["gain"] > 0 and a["notes"]["inductor_cache"] == "cold"
     assert arms_mod.ARMS["compile-frozen+text-cache"].tolerance == arms_mod.FP32_TOLERANCE
+    # a second process on the filled cache: a warm set-up, reported apart, and the same exact numbers
+    warm = subprocess.run([sys.executable, "-c", (
+        "import json, sys; from bench.measure import arms; "
+        "r = arms.measure(json.loads(sys.argv[1])); a = r.arms['compile-frozen+text-cache']; "
+        "print(json.dumps({'notes': a.get('notes'), 'setup_s': a.get('setup_s'), 'error': a.get('error'), "
+        "'parity_ok': a.get('parity_ok'), 'metrics': [x.metric for x in r.rows()]}))"), json.dumps(spec)],
+        capture_output=True, text=True, timeout=600)
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    w = json.loads(warm.stdout.strip().splitlines()[-1])
+    assert w["error"] is None and w["parity_ok"] and w["notes"]["inductor_cache"] == "warm"
+    assert "arm/compile-frozen+text-cache/setup_warm_s" in w["metrics"]
+    assert w["setup_s"] < a["setup_s"], (w["setup_s"], a["setup_s"])  # a same-run ratio, not an absolute time

@@ -10,6 +10,7 @@ import pytest
 
 import bench.report as report
 from bench.report import judge, plots, seed
+from bench.report.arms import arms_ranking
 from bench.report.format import fmt_ratio, md
 from bench.report.judge import censored_quartiles, censored_ratio, fmt_change, verdict
 from bench.report.peers import peer_targets
@@ -413,6 +414,15 @@ def test_recommendation_of_int8_except_text_names_its_own_flag():
                             parity={"compile-frozen+text-cache": True, "inference-mode": True}) + slow_setup)
     line = recommendation(res, planted(judged_rows))
     assert "its 70 s of set-up pays off after about 1,400 images" in line, line
+    # a warm Inductor cache's set-up is named beside it; the pay-off stays the first (cold) run's
+    res = planted(_arm_rows({"compile-frozen+text-cache": [1.9, 2.0, 2.1], "inference-mode": [1.0, 1.02, 1.04]},
+                            parity={"compile-frozen+text-cache": True, "inference-mode": True}) + slow_setup
+                  + [row("optimized", "arm/compile-frozen+text-cache/setup_warm_s", [14.0, 15.0], "s")])
+    line = recommendation(res, planted(judged_rows))
+    assert "its 70 s of set-up (14.5 s when its Inductor cache is warm, on a later run) pays off after about " \
+           "1,400 images" in line, line
+    cell = next(r for r in arms_ranking(res) if r["arm"] == "compile-frozen+text-cache")
+    assert cell["set-up (s)"] == "70 (warm cache 14.5)" and cell["pays off after"] == "1,400 images"
     # one predict cannot run (CUDA graphs) is named as the suite's only, never as predict's default
     res = planted(_arm_rows({"cuda-graphs": [1.9, 2.0, 2.1], "inference-mode": [1.0, 1.02, 1.04]},
                             parity={"cuda-graphs": True, "inference-mode": True}))

@@ -320,12 +320,19 @@ class ArmsSpec(ModelSpec):
     warmup: int = 1
     rounds: int = 2
     iters: int = 2
+    # Inductor cache folder of the compile arms, shared by an arm's processes (the runner names one in the run
+    # folder): None = a fresh one per process, every set-up a cold compile. A process that finds it empty compiles
+    # cold and fills it; a later one reuses it, and its set-up is reported apart, as the warm set-up.
+    compile_cache: str | None = None
+    compile_cache_reset: bool = False  # empty compile_cache first (the arm's first process: its set-up is cold)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         o = self._owner()
         if not self.is_preset:
             raise SpecError(f"{o}: the inference arms need a preset source, got {self.source.describe()}")
+        if self.compile_cache_reset and self.compile_cache is None:
+            raise SpecError(f"{o}: compile_cache_reset needs a compile_cache folder")
         _positive_int(o, "batch_size", self.batch_size)
         _positive_int(o, "warmup", self.warmup, minimum=0)
         _positive_int(o, "rounds", self.rounds)

@@ -136,8 +136,8 @@ def recommendation(res: Results, acc_src: Results) -> str:
     arithmetic kept the trained checkpoint's accuracy (``acc_src``'s accuracy-judged arms); its gain over fp32
     eager with the interval, and how `ovd predict` runs it."""
     from ..measure.arms import ARMS, REFERENCE
-    from .arms import fmt_break_even
-    from .format import extras_variant, fmt, ok_row
+    from .arms import fmt_break_even, setup_rows
+    from .format import arm_batch, extras_variant, fmt, ok_row
 
     judged = accepted_arms(acc_src)  # {"bf16-autocast": True, "int8-dynamic": False, ...}
     by_numerics = {_numerics(ARMS[a].features): ok for a, ok in judged.items() if a in ARMS}
@@ -171,10 +171,10 @@ def recommendation(res: Results, acc_src: Results) -> str:
         run = "`ovd predict` cannot run it yet (the suite's arm only)"
     else:
         run = "run it with " + (f"`ovd predict ... {flag}`" if flag else "`ovd predict` (fp32, its default)")
-    B = int(res.profile.get("arm_batch", 8))  # the batch the arms ran at (bench.report.arms reads it so too)
-    setup, fps = ok_row(res, v, f"arm/{name}/setup_s"), ok_row(res, v, f"arm/{name}/fps_b{B}")
+    (setup, warm), fps = setup_rows(res, v, name), ok_row(res, v, f"arm/{name}/fps_b{arm_batch(res)}")
     if setup is not None and fps is not None and setup.value >= SETUP_WORTH_NAMING_S:
-        run += (f"; its {fmt(setup.value)} s of set-up pays off after about "
+        cached = f" ({fmt(warm.value)} s when its Inductor cache is warm, on a later run)" if warm else ""
+        run += (f"; its {fmt(setup.value)} s of set-up{cached} pays off after about "
                 f"{fmt_break_even(setup.value, fps.value, g.value)} (fewer images: fp32 eager is faster end to end)")
     return (f"**Recommendation for this machine**: `{name}` ({ARMS[name].description}), {fmt(g.value)}x{q} the "
             f"throughput of fp32 eager `{v}`, {basis}; {run}.")

@@ -4,7 +4,7 @@ one-factor ladder rungs), with output parity, and the best arm within tolerance 
 from __future__ import annotations
 
 from ..results import Results
-from .format import extras_variant, fmt, fmt_iqr, infer_batch, md, ok_row
+from .format import arm_batch, extras_variant, fmt, fmt_iqr, infer_batch, md, ok_row
 from .judge import Ratio, fmt_change, ratio_interval, target_verdict
 
 TARGET_ARM_GAIN = 1.3
@@ -30,12 +30,24 @@ def fmt_break_even(setup_s: float | None, fps: float | None, gain: float | None)
     return f"{float(f'{n:.2g}'):,.0f} images"  # two significant digits: a point estimate from medians
 
 
+def setup_rows(res: Results, variant: str, arm: str) -> tuple:
+    """(cold, warm) set-up rows of an arm (either None when not measured): ``setup_s`` is the set-up of a first
+    run (for a compile arm: an empty Inductor cache), ``setup_warm_s`` a compile arm's with its cache filled by an
+    earlier process (a later run on the same machine)."""
+    return ok_row(res, variant, f"arm/{arm}/setup_s"), ok_row(res, variant, f"arm/{arm}/setup_warm_s")
+
+
+def fmt_setup(cold, warm) -> str:
+    """The set-up cell: the cold median, and the warm-cache one in brackets when measured."""
+    return (fmt(cold.value) if cold else "-") + (f" (warm cache {fmt(warm.value)})" if warm else "")
+
+
 def arms_ranking(res: Results) -> list[dict]:
     """All arms (beyond-seed arms on the extras variant, and the seed's one-factor ladder rungs) ranked
     by inference gain (median over processes, [q1, q3]); failed or skipped arms last."""
     from ..measure.arms import ARMS, REFERENCE
     v = extras_variant(res)
-    B = int(res.profile.get("arm_batch", 8))
+    B = arm_batch(res)
     N = infer_batch(res)
     ranked, tail = [], []
     for name, arm in ARMS.items():
@@ -55,7 +67,7 @@ def arms_ranking(res: Results) -> list[dict]:
         fps = ok_row(res, v, f"arm/{name}/fps_b{B}")
         db, dp = ok_row(res, v, f"arm/{name}/boxes_max_abs_matched"), ok_row(res, v, f"arm/{name}/probs_max_abs_matched")
         ok = ok_row(res, v, f"arm/{name}/parity_ok")
-        setup = ok_row(res, v, f"arm/{name}/setup_s")
+        setup, warm = setup_rows(res, v, name)
         agree = ok_row(res, v, f"arm/{name}/agreement")
         rec.update({
             "gain": fmt_iqr(g) + "x", "images/s": fmt_iqr(fps),
@@ -63,7 +75,7 @@ def arms_ranking(res: Results) -> list[dict]:
             + (f" ({100 * agree.value:.0f}% of queries within)" if agree else ""),
             "tolerance": f"{g.extra.get('tolerance'):g}" if g.extra.get("tolerance") is not None else "-",
             "status": ("ok" if ok and ok.value == 1.0 else "OUTSIDE TOLERANCE") if ok else "ok",
-            "set-up (s)": fmt(setup.value) if setup else "-",
+            "set-up (s)": fmt_setup(setup, warm),
             "pays off after": fmt_break_even(setup.value if setup else None, fps.value if fps else None, g.value)})
         ranked.append((rec, g.value))
     for n, spec in res.variants.items():
@@ -117,7 +129,7 @@ def section(res: Results) -> list[str]:
         return []
     v = extras_variant(res)
     return ["\n## Optimization arms, ranked by inference gain\n",
-            f"Beyond-seed arms run on `{v}` at batch {res.profile.get('arm_batch', 8)}: gain = fp32 eager "
+            f"Beyond-seed arms run on `{v}` at batch {arm_batch(res)}: gain = fp32 eager "
             "(`torch.no_grad`) median time / arm median time, paired and interleaved in the same process, "
             "median [q1, q3] over processes. Parity: max |diff| of boxes and sigmoid(logits) against fp32 "
             "eager after one-to-one query matching; tolerance "
@@ -126,7 +138,9 @@ def section(res: Results) -> list[str]:
             "so reduced precision swaps some proposals for others: such an arm is reported outside "
             "tolerance, not excused). Seed factors are the ladder's FPS ratios "
             f"(batch {infer_batch(res)}, one factor changed from the baseline, a different model: no parity). "
-            "Pays off after: the images an arm must process before its one-off set-up (compilation, export, "
-            "quantization, timed once per process) is paid back by its faster calls, set-up x images/s / (gain - 1), "
-            "from the medians.\n",
+            "Set-up: compilation, export or quantization, timed once per process; a compile arm's first process "
+            "compiles into an empty Inductor cache (what a first run pays), its later ones reuse that cache (in "
+            "brackets: what a later run on the same machine pays). "
+            "Pays off after: the images an arm must process before its one-off set-up (the first run's) "
+            "is paid back by its faster calls, set-up x images/s / (gain - 1), from the medians.\n",
             md(ranking), "\n" + best_arm_sentence(res) + "\n"]

@@ -24,6 +24,11 @@ def infer_batch(res: Results) -> int:
     return int(res.profile.get("infer_batch", 8))
 
 
+def arm_batch(res: Results) -> int:
+    """The batch the inference arms ran at (the `bN` in ``arm/<arm>/fps_bN``)."""
+    return int(res.profile.get("arm_batch", 8))
+
+
 def group(res: Results, name: str) -> str:
     """A variant's group: main, ladder, loo, peer, machine (default main)."""
     return (res.variants.get(name) or {}).get("group", "main")

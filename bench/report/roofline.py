@@ -4,7 +4,7 @@ peak (rows of the ``machine`` label), and one sentence on how far the optimized 
 from __future__ import annotations
 
 from ..results import Results, Row
-from .format import extras_variant, fmt, fmt_iqr, group, infer_batch, md, ok_row
+from .format import arm_batch, extras_variant, fmt, fmt_iqr, group, infer_batch, md, ok_row
 from .judge import target_verdict
 
 TARGET_ROOFLINE_FRACTION = 0.60
@@ -59,7 +59,7 @@ def roofline_points(res: Results) -> list[dict]:
     v = extras_variant(res)
     f = ok_row(res, v, "flops/per_image")
     text_f = ok_row(res, v, "flops/text_encoder")
-    B = int(res.profile.get("arm_batch", 8))
+    B = arm_batch(res)
     if f:
         for name, arm in ARMS.items():
             fps = ok_row(res, v, f"arm/{name}/fps_b{B}")
