@@ -244,9 +244,10 @@ def _root_variants(res: Results) -> list[str]:
 
 
 def _gate_roots(cmp: Comparison, reference: Results, new: Results, speed_rule: SpreadRule,
-                training_rule: SpreadRule) -> None:
+                training_rule: SpreadRule, machine: tuple[bool, str]) -> None:
+    """``machine``: :func:`_same_machine` of the two runs (whether latency can be gated, and the names)."""
     n = _infer_batch(reference)
-    same, machines = _same_machine(reference, new)
+    same, machines = machine
     for v in _root_variants(reference):
         # efficiency: needs the roofline in the reference; missing from NEW is a failure
         if n is not None:
@@ -362,7 +363,7 @@ def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memo
                 ok = r_new <= r_ref * (1 + memory_tolerance)
                 limit = f"<= {r_ref * (1 + memory_tolerance):.3g}"
             cmp.checks.append(Check(variant, label, "ratio", r_ref, r_new, limit, ok))
-    _gate_roots(cmp, reference, new, speed_rule, training_rule)
+    _gate_roots(cmp, reference, new, speed_rule, training_rule, (same_machine, machines))
     if diffs:
         cmp.checks.append(Check("-", "environment", "environment", None, None, "same", True,
                                 "compared anyway (--allow-env-change): " + "; ".join(diffs)))

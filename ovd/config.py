@@ -75,6 +75,9 @@ class TextEncoderConfig:
     frozen: bool = True
     # Prompts are truncated to this many tokens (special tokens included), with a warning.
     max_tokens: int = 64
+    # Grounding DINO's sub-sentence attention: the phrases of a prompt joined by " . " do not attend to each
+    # other in the text encoder, so a class name is encoded the same whatever else the prompt lists.
+    phrase_attention: bool = False
 
     def __post_init__(self) -> None:
         if not self.name_or_path or not isinstance(self.name_or_path, str):

@@ -63,10 +63,57 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
 
 
-class TextEncoder(nn.Module):
-    """input_ids/attention_mask (B, T) -> tokens (B, T, D) projected to out_dim, plus the mask."""
+def phrase_separator_ids(tokenizer) -> tuple[int, tuple[int, ...]]:
+    """The token id of the phrase separator (``" . "`` in :data:`ovd.processor.PHRASE_SEPARATOR`) and the
+    ids of the special tokens that frame a prompt ([CLS], [SEP], <s>, </s>), for :func:`phrase_attention`."""
+    from ..processor import PHRASE_SEPARATOR
 
-    def __init__(self, name_or_path: str, out_dim: int, frozen: bool = True, pretrained: bool = True) -> None:
+    ids = tokenizer(PHRASE_SEPARATOR, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"text.phrase_attention needs a tokenizer that encodes {PHRASE_SEPARATOR!r} as one "
+                         f"token; {type(tokenizer).__name__} gives {ids}")
+    special = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    return ids[0], tuple(sorted({i for i in special if i is not None}))
+
+
+def phrase_attention(input_ids: torch.Tensor, attention_mask: torch.Tensor, separator_id: int,
+                     special_ids: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grounding DINO's sub-sentence text attention: each phrase of a prompt sees only itself.
+
+    input_ids, attention_mask: (B, T), 1 = real token. A phrase is the run of tokens between separator
+    tokens (or a special token). Returns
+      allowed       bool (B, T, T), allowed[b, i, j] = token i may attend to token j: a phrase token sees
+                    its own phrase and the special tokens ([CLS], [SEP]); special, separator and padding
+                    tokens see only themselves (so the special tokens' features depend on no phrase);
+      position_ids  long (B, T): 1, 2, ... within each phrase (as right after a [CLS]), 0 elsewhere.
+    So a phrase's token features do not change with the other phrases of its prompt or its place in it:
+    "red circle" in "blue square . red circle" is encoded as in the prompt "red circle" alone. Plain tensor ops, no data-dependent
+    branches, so it traces and exports to ONNX."""
+    valid = attention_mask != 0
+    special = torch.zeros_like(valid)
+    for token_id in special_ids:
+        special = special | (input_ids == token_id)
+    special = special & valid
+    separator = input_ids == separator_id
+    phrase_index = torch.cumsum(separator.long(), dim=1)
+    in_phrase = valid & ~special & ~separator
+    same_phrase = (phrase_index[:, :, None] == phrase_index[:, None, :]) & in_phrase[:, :, None] & in_phrase[:, None, :]
+    # comparisons of an arange, not eye/tril: ONNX Runtime has no bool EyeLike or Trilu kernel
+    index = torch.arange(input_ids.shape[1], device=input_ids.device)
+    itself, earlier = index[:, None] == index[None, :], index[None, :] < index[:, None]
+    allowed = same_phrase | (in_phrase[:, :, None] & special[:, None, :]) | itself
+    position_ids = (same_phrase & earlier).long().sum(dim=-1) + 1
+    return allowed, torch.where(in_phrase, position_ids, torch.zeros_like(position_ids))
+
+
+class TextEncoder(nn.Module):
+    """input_ids/attention_mask (B, T) -> tokens (B, T, D) projected to out_dim.
+
+    ``phrase_attention`` (config ``text.phrase_attention``): the phrases of a prompt joined by
+    :data:`~ovd.processor.PHRASE_SEPARATOR` do not attend to each other (:func:`phrase_attention`)."""
+
+    def __init__(self, name_or_path: str, out_dim: int, frozen: bool = True, pretrained: bool = True,
+                 phrase_attention: bool = False) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel
         from transformers.utils import logging as hf_logging
@@ -92,6 +139,9 @@ class TextEncoder(nn.Module):
         hidden = self.model.config.hidden_size
         self.proj = nn.Sequential(nn.Linear(hidden, out_dim), nn.LayerNorm(out_dim))
         self.max_positions = getattr(self.model.config, "max_position_embeddings", 512)
+        self.phrase_attention = bool(phrase_attention)
+        if self.phrase_attention:
+            self.separator_id, self.special_ids = phrase_separator_ids(load_tokenizer(name_or_path))
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -100,9 +150,21 @@ class TextEncoder(nn.Module):
         return self
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask (B, T) -> float (B, T, out_dim)."""
+        inputs = self._model_inputs(input_ids, attention_mask)
         if self.frozen:
             with torch.no_grad():
-                hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+                hidden = self.model(**inputs).last_hidden_state
         else:
-            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            hidden = self.model(**inputs).last_hidden_state
         return self.proj(hidden)
+
+    def _model_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+        if not self.phrase_attention:
+            return {"input_ids": input_ids, "attention_mask": attention_mask}
+        allowed, position_ids = phrase_attention(input_ids, attention_mask, self.separator_id, self.special_ids)
+        mask = allowed[:, None]  # (B, 1, T, T): transformers takes a 4-D mask as given
+        if self.model.config._attn_implementation != "sdpa":  # eager attention adds the mask to its scores
+            mask = torch.zeros(mask.shape, dtype=self.proj[0].weight.dtype, device=mask.device).masked_fill(
+                ~mask, torch.finfo(self.proj[0].weight.dtype).min)
+        return {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids}
