@@ -470,3 +470,7 @@ def test_break_even_images_by_hand():
     assert break_even_images(60.0, 9.0, 0.9) is None and break_even_images(60.0, 10.0, 1.0) is None
     assert fmt_break_even(60.0, 12.5, 1.25) == "3,000 images" and fmt_break_even(70.5, 15.9, 1.16) == "7,000 images"
     assert fmt_break_even(60.0, 9.0, 0.9) == "never (no gain)" and fmt_break_even(None, 9.0, 0.9) == "-"
+    # a median gain above 1 whose interval reaches 1 gets no count (it once printed "35,000,000 images" for
+    # 1.0x [0.998, 1.07]); an interval clear of 1 keeps its count
+    assert fmt_break_even(188.0, 20.0, 1.001, gain_q1=0.998).startswith("no gain established")
+    assert fmt_break_even(60.0, 12.5, 1.25, gain_q1=1.2) == "3,000 images"

@@ -136,7 +136,7 @@ def recommendation(res: Results, acc_src: Results) -> str:
     arithmetic kept the trained checkpoint's accuracy (``acc_src``'s accuracy-judged arms); its gain over fp32
     eager with the interval, and how `ovd predict` runs it."""
     from ..measure.arms import ARMS, REFERENCE
-    from .arms import fmt_break_even, setup_rows
+    from .arms import fmt_break_even, gain_q1, setup_rows
     from .format import arm_batch, extras_variant, fmt, ok_row
 
     judged = accepted_arms(acc_src)  # {"bf16-autocast": True, "int8-dynamic": False, ...}
@@ -174,10 +174,14 @@ def recommendation(res: Results, acc_src: Results) -> str:
     (setup, warm), fps = setup_rows(res, v, name), ok_row(res, v, f"arm/{name}/fps_b{arm_batch(res)}")
     if setup is not None and fps is not None and setup.value >= SETUP_WORTH_NAMING_S:
         cached = f" ({fmt(warm.value)} s when its Inductor cache is warm, on a later run)" if warm else ""
-        run += (f"; its {fmt(setup.value)} s of set-up{cached} pays off after about "
-                f"{fmt_break_even(setup.value, fps.value, g.value)} (fewer images: fp32 eager is faster end to end)")
+        paid = fmt_break_even(setup.value, fps.value, g.value, gain_q1(g))
+        run += (f"; its {fmt(setup.value)} s of set-up{cached} " +
+                (f"buys {paid}" if paid.startswith("no gain") else
+                 f"pays off after about {paid} (fewer images: fp32 eager is faster end to end)"))
+    unproven = (" Its interval reaches 1x: no arm is established faster than fp32 eager on this machine."
+                if gain_q1(g) is not None and gain_q1(g) <= 1.0 else "")
     return (f"**Recommendation for this machine**: `{name}` ({ARMS[name].description}), {fmt(g.value)}x{q} the "
-            f"throughput of fp32 eager `{v}`, {basis}; {run}.")
+            f"throughput of fp32 eager `{v}`, {basis}; {run}.{unproven}")
 
 
 def render(res: Results, out_dir: str | Path, accuracy: Results | None = None) -> Path:

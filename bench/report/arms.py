@@ -20,14 +20,23 @@ def break_even_images(setup_s: float, fps: float, gain: float) -> float | None:
     return setup_s * fps / (gain - 1.0)
 
 
-def fmt_break_even(setup_s: float | None, fps: float | None, gain: float | None) -> str:
-    """The "pays off after" cell: an image count, "never" (no gain), or "-" (not measured)."""
+def fmt_break_even(setup_s: float | None, fps: float | None, gain: float | None, gain_q1: float | None = None) -> str:
+    """The "pays off after" cell: an image count, "never" (no gain), "no gain established" (the median gain is
+    above 1 but its interval, from ``gain_q1`` up, reaches 1: any count would be a point estimate the interval
+    contradicts, e.g. 35,000,000 images for a 1.0x [0.998, 1.07] gain), or "-" (not measured)."""
     if setup_s is None or fps is None or gain is None:
         return "-"
+    if gain > 1.0 and gain_q1 is not None and gain_q1 <= 1.0:
+        return "no gain established (its interval reaches 1x)"
     n = break_even_images(setup_s, fps, gain)
     if n is None:
         return "never (no gain)"
     return f"{float(f'{n:.2g}'):,.0f} images"  # two significant digits: a point estimate from medians
+
+
+def gain_q1(gain) -> float | None:
+    """The lower quartile of a gain row over its processes; None with one process (no interval)."""
+    return gain.stats.q1 if gain.stats and gain.stats.n > 1 else None
 
 
 def setup_rows(res: Results, variant: str, arm: str) -> tuple:
@@ -76,7 +85,8 @@ def arms_ranking(res: Results) -> list[dict]:
             "tolerance": f"{g.extra.get('tolerance'):g}" if g.extra.get("tolerance") is not None else "-",
             "status": ("ok" if ok and ok.value == 1.0 else "OUTSIDE TOLERANCE") if ok else "ok",
             "set-up (s)": fmt_setup(setup, warm),
-            "pays off after": fmt_break_even(setup.value if setup else None, fps.value if fps else None, g.value)})
+            "pays off after": fmt_break_even(setup.value if setup else None, fps.value if fps else None, g.value,
+                                             gain_q1(g))})
         ranked.append((rec, g.value))
     for n, spec in res.variants.items():
         if spec.get("group") != "ladder" or spec.get("accuracy_only"):
