@@ -239,7 +239,7 @@ def cmd_compare(args) -> int:
 
     ref, new = Results.load(args.reference), Results.load(args.new)  # ResultsError: one line, exit 2 (main)
     cmp = compare(ref, new, args.speed_tolerance, args.memory_tolerance, args.accuracy_margin, args.allow_size_change,
-                  allow_env_change=args.allow_env_change)
+                  allow_env_change=args.allow_env_change, gate_latency=args.gate_latency)
     print(cmp.table(only_failures=not args.verbose and not cmp.passed) if not cmp.passed or args.verbose
           else cmp.table())
     n = len(cmp.checks)
@@ -323,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-size-change", action="store_true", help="parameter/FLOP count changes are intended")
     c.add_argument("--allow-env-change", action="store_true",
                    help="compare although profile, threads, device kind or torch major.minor differ")
+    c.add_argument("--gate-latency", action="store_true",
+                   help="also gate the root variants' raw latency p50 (same machine only): for a dedicated machine; "
+                        "a shared VM drifts past the tolerance between sessions (bench/compare.py)")
     c.add_argument("--verbose", action="store_true", help="print every check")
     c.set_defaults(func=cmd_compare)
     pr = sub.add_parser("profile", help="torch.profiler trace + top operators for one variant")

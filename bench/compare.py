@@ -12,26 +12,42 @@ Refused (:class:`IncomparableResults`) when the two runs differ in profile name,
 - Root variants (no ``reference``; peers excluded) are also gated on
   * **efficiency**: achieved FLOP/s (``flops/per_image`` x ``infer/fps_b{N}`` at the profile's inference
     batch N) / the same run's measured matmul peak for that precision (``roofline/peak_{dtype}_torch``,
-    else ``roofline/peak_{dtype}``). Dividing by a peak measured in the same run, interleaved with the
-    speed rounds, cancels most of the machine and of its momentary load;
-  * **latency p50** at batch 1 and N (raw milliseconds, so only when both runs name the same machine:
-    same ``device`` and ``cpu_model``; otherwise listed as not gated);
+    else ``roofline/peak_{dtype}``). Dividing by a peak measured in the same run cancels the machine (a CPU
+    twice as fast doubles both), not its momentary load (see the tolerance rule);
+  * **latency p50** at batch 1 and N, only with ``gate_latency`` (``ovd-bench compare --gate-latency``) and when
+    both runs name the same machine (``device`` and ``cpu_model``); otherwise listed, not gated. Raw milliseconds
+    from two sessions are off by default: a shared VM drifts between sessions in ways no within-run spread sees.
+    On CI's 2-core EPYC the same code's fastest b1 process read 82 ms (the reference), 73 ms (CI, 2026-11-30 01:44)
+    and, ten minutes later, 81 ms in one of 8 processes and over 106 ms in the other seven; three of those, drawn
+    at random, fail a 20% cap five times in eight. This check failed CI on unchanged code;
   * **time to target** (``accuracy/time_to_target_s``) when the reference reached the target.
 - Accuracy (val/mAP50, val/R@1) may not drop by more than ``accuracy_margin`` (absolute).
 - A metric that was measured in REFERENCE but errors in NEW fails. Improvements never fail.
 - Except: a measurement of the machine itself (group "machine": the bf16 and int8 matmul peaks) that NEW's
-  machine does not offer (no row, or not-measured with its reason) passes as "not gated" when the two runs name
-  different machines (``device`` / ``cpu_model``): a reference made on a CPU with AVX512-BF16 and VNNI still
-  gates an AVX2-only one. On the same machine its absence fails like any other row's.
+  machine does not offer (a not-measured row with its reason; a missing row fails) passes as "not gated" when the
+  two runs name different machines (``device`` / ``cpu_model``): a reference made on a CPU with AVX512-BF16 and
+  VNNI still gates an AVX2-only one. On the same machine its absence fails like any other row's.
 
-Tolerance rule of the efficiency / latency / time-to-target checks (:class:`SpreadRule`): each run's
-relative spread of a metric is a robust sigma, 1.4826 x MAD / median over its repeat samples (MAD
-ignores one outlier among 3 repeats, where an IQR does not); for a derived metric the spreads of its
-inputs add in quadrature. The two runs' spreads combine in quadrature, and the tolerance is
-``factor`` x combined, clamped to [``floor``, ``cap``]. The floor absorbs the run-to-run drift a
-within-run spread cannot see; the cap keeps a noisy run from hiding a large regression. A check fails
-when NEW is slower than REFERENCE by more than that: slowdown = ref/new for higher-is-better metrics,
-new/ref for lower-is-better ones, fail when slowdown > 1 + tolerance.
+Statistic of the speed checks (ratios, efficiency, latency): each run's **fastest process** (max FPS, samples/s
+and peak; min latency), not the median over processes. Contention on a shared host only ever adds time, so it
+moves the fastest process least, while a code regression slows every process, the fastest included (the reading
+of ``timeit``'s docs). CI on a shared 2-core VM showed why: one run's three processes of the same code gave
+baseline-tiny b1 latencies of 126, 73 and 107 ms; the median (107) read as a 26% regression against a
+reference's 85 ms, the fastest (73 against 82) as none. Time to target keeps the median: its spread is the seed's.
+
+Tolerance rule (:class:`SpreadRule`): tolerance = ``factor`` x the two runs' spreads combined in quadrature,
+clamped to [``floor``, ``cap``]; a check fails when NEW is slower than REFERENCE by more than that (slowdown =
+ref/new for higher-is-better metrics, new/ref for lower-is-better ones; fail when slowdown > 1 + tolerance).
+- Speed (:data:`SPEED_RULE`): a run's spread of a metric is its **relative range** over processes, fastest /
+  slowest - 1 (:func:`relative_range`); a derived metric's inputs add in quadrature. A regression must so stand
+  out of both runs' own scatter. The range, not a MAD: that same VM is bimodal (a process runs ~1.3x faster or
+  slower for seconds at a time, model and matmul peak alike but not together: in one process b4 went from 20 to
+  14 images/s while the peak stayed at 60 GFLOP/s), and a MAD over three processes hides the minority mode
+  that the fastest-process statistic picks. Floor 10% (drift a run cannot see), cap 45% (a 1.5x slowdown always
+  fails): on a quiet machine (ranges of a few %) a 10% slowdown is resolved; on that VM the efficiency check's
+  tolerance reaches the cap, and the note beside each check says which bound set it.
+- Time to target (:data:`TRAINING_RULE`): 3 x the robust sigma 1.4826 x MAD / median over seeds
+  (:func:`relative_spread`), in [15%, 50%].
 """
 
 from __future__ import annotations
@@ -81,8 +97,8 @@ class SpreadRule:
         return raw, f"spread {combined:.1%}"
 
 
-#: Speed and latency: a 25% slowdown always fails (cap 20%); drift under 10% never does.
-SPEED_RULE = SpreadRule(3.0, 0.10, 0.20)
+#: Speed (efficiency, latency) on relative ranges: a 1.5x slowdown always fails (cap 45%); drift under 10% never does.
+SPEED_RULE = SpreadRule(1.0, 0.10, 0.45)
 #: Time to target varies more between seeds: a wider cap.
 TRAINING_RULE = SpreadRule(3.0, 0.15, 0.50)
 
@@ -170,10 +186,10 @@ def _same_machine(reference: Results, new: Results) -> tuple[bool, str]:
 
 
 def _machine_cannot(reference: Results, variant: str, new_row: Row | None) -> bool:
-    """True for a row of the machine itself (group "machine": the matmul peaks) that NEW did not measure (no row,
-    or status not-measured with its reason). An error is never excused: that is the code failing."""
+    """True for a row of the machine itself (group "machine": the matmul peaks) that NEW reports as not measured,
+    with its reason. A missing row is not excused (the code lost it), nor an error (the code failed)."""
     machine = (reference.variants.get(variant) or {}).get("group") == "machine"
-    return machine and (new_row is None or new_row.status == "not-measured")
+    return machine and new_row is not None and new_row.status == "not-measured" and bool(new_row.error)
 
 
 # -- spreads and derived metrics --------------------------------------------------------------
@@ -190,6 +206,23 @@ def relative_spread(row: Row | None) -> float:
         return 0.0
     mad = statistics.median(abs(x - med) for x in xs)
     return 1.4826 * mad / abs(med)
+
+
+def relative_range(row: Row | None) -> float:
+    """A row's relative range over its processes: max / min - 1 of its finite positive samples (0 with < 2)."""
+    if row is None:
+        return 0.0
+    xs = [float(x) for x in row.samples if x is not None and math.isfinite(float(x)) and float(x) > 0]
+    return max(xs) / min(xs) - 1.0 if len(xs) >= 2 else 0.0
+
+
+def fastest(row: Row, higher: bool) -> float:
+    """The fastest process's value of a speed row: the max of its samples for higher-is-better metrics, the min
+    for lower-is-better ones; the row's value when it has no finite sample."""
+    xs = [float(x) for x in row.samples if x is not None and math.isfinite(float(x))]
+    if not xs:
+        return float(row.value)
+    return max(xs) if higher else min(xs)
 
 
 def _ok(res: Results, variant: str, metric: str) -> Row | None:
@@ -215,16 +248,17 @@ def _peak_row(res: Results, precision: str) -> Row | None:
 
 
 def efficiency(res: Results, variant: str, batch: int) -> tuple[float, float, str] | None:
-    """(achieved FLOP/s / measured matmul peak, its relative spread, the peak's metric name), or None
-    when the run lacks the FLOP count, the FPS row at ``batch`` or the roofline."""
+    """(achieved FLOP/s / measured matmul peak of the run's fastest processes (:func:`fastest`), its spread (the
+    inputs' relative ranges in quadrature), the peak's metric name), or None when the run lacks the FLOP count,
+    the FPS row at ``batch`` or the roofline."""
     flops, fps = _ok(res, variant, "flops/per_image"), _ok(res, variant, f"infer/fps_b{batch}")
     if flops is None or fps is None:
         return None
     peak = _peak_row(res, (fps.extra or {}).get("precision", "fp32"))
     if peak is None or not peak.value:
         return None
-    value = flops.value * fps.value / peak.value
-    return value, math.hypot(relative_spread(fps), relative_spread(peak)), peak.metric
+    value = flops.value * fastest(fps, True) / fastest(peak, True)
+    return value, math.hypot(relative_range(fps), relative_range(peak)), peak.metric
 
 
 def _gate(cmp: Comparison, variant: str, metric: str, kind: str, ref: float, new: float, higher: bool,
@@ -244,8 +278,9 @@ def _root_variants(res: Results) -> list[str]:
 
 
 def _gate_roots(cmp: Comparison, reference: Results, new: Results, speed_rule: SpreadRule,
-                training_rule: SpreadRule, machine: tuple[bool, str]) -> None:
-    """``machine``: :func:`_same_machine` of the two runs (whether latency can be gated, and the names)."""
+                training_rule: SpreadRule, machine: tuple[bool, str], gate_latency: bool) -> None:
+    """``machine``: :func:`_same_machine` of the two runs (whether latency can be gated, and the names);
+    ``gate_latency``: gate raw latency at all (see the module doc)."""
     n = _infer_batch(reference)
     same, machines = machine
     for v in _root_variants(reference):
@@ -265,12 +300,14 @@ def _gate_roots(cmp: Comparison, reference: Results, new: Results, speed_rule: S
             rr, nr = _ok(reference, v, metric), _ok(new, v, metric)
             if rr is None or nr is None:
                 continue  # absence / errors are caught by the per-row status checks
-            if not same:
-                cmp.checks.append(Check(v, metric, "latency", rr.value, nr.value, "-", True,
-                                        f"not gated: different machines ({machines}); efficiency covers it"))
+            if not gate_latency or not same:
+                why = ("raw time across sessions (--gate-latency on a dedicated machine)" if not gate_latency else
+                       f"different machines ({machines})")
+                cmp.checks.append(Check(v, metric, "latency", fastest(rr, False), fastest(nr, False), "-", True,
+                                        f"not gated: {why}; efficiency covers it"))
                 continue
-            _gate(cmp, v, metric, "latency", rr.value, nr.value, False,
-                  [relative_spread(rr), relative_spread(nr)], speed_rule)
+            _gate(cmp, v, f"{metric} (fastest process)", "latency", fastest(rr, False), fastest(nr, False), False,
+                  [relative_range(rr), relative_range(nr)], speed_rule)
         rr = _ok(reference, v, TIME_TO_TARGET)
         if rr is not None:
             nr = new.get(v, TIME_TO_TARGET)
@@ -288,14 +325,17 @@ def _gate_roots(cmp: Comparison, reference: Results, new: Results, speed_rule: S
 
 # -- the gate ----------------------------------------------------------------------------------
 
-def _ratio(res: Results, variant: str, metric: str) -> float | None:
+def _ratio(res: Results, variant: str, metric: str, speed: bool) -> float | None:
+    """``variant``'s ``metric`` over its reference variant's: of the fastest processes for a ``speed`` metric
+    (higher is better), of the values otherwise (memory)."""
     ref_name = (res.variants.get(variant) or {}).get("reference")
     if not ref_name:
         return None
-    a, b = res.value(variant, metric), res.value(ref_name, metric)
-    if a is None or b is None or b == 0:
+    rows = _ok(res, variant, metric), _ok(res, ref_name, metric)
+    if None in rows:
         return None
-    return a / b
+    a, b = (fastest(r, True) for r in rows) if speed else (r.value for r in rows)
+    return a / b if b else None
 
 
 def _speed_metrics(res: Results) -> list[str]:
@@ -304,7 +344,8 @@ def _speed_metrics(res: Results) -> list[str]:
 
 def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memory_tolerance: float = 0.3,
             accuracy_margin: float = 0.02, allow_size_change: bool = False, *, allow_env_change: bool = False,
-            speed_rule: SpreadRule = SPEED_RULE, training_rule: SpreadRule = TRAINING_RULE) -> Comparison:
+            speed_rule: SpreadRule = SPEED_RULE, training_rule: SpreadRule = TRAINING_RULE,
+            gate_latency: bool = False) -> Comparison:
     """Every check of the module doc; raises :class:`IncomparableResults` when the runs' profile,
     threads, device kind or torch major.minor differ (unless ``allow_env_change``)."""
     diffs = environment_differences(reference, new)
@@ -323,10 +364,9 @@ def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memo
         if not same_machine and _machine_cannot(reference, variant, nr):
             # a peak the NEW machine has no instructions for (bf16 without AVX512-BF16/AMX, int8 without VNNI) says
             # nothing about the code; on the same machine its absence fails as any other row's
-            why = f": {nr.error[:100]}" if nr is not None and nr.error else ""
             cmp.checks.append(Check(variant, metric, "presence", rr.value, None, "-", True,
                                     f"not gated: a measurement of the machine, and NEW ran on another ({machines}); "
-                                    f"{'not measured there' + why if nr is not None else 'not offered there'}"))
+                                    f"not measured there: {nr.error[:100]}"))
             continue
         if nr is None:
             cmp.checks.append(Check(variant, metric, "presence", rr.value, None, "present", False,
@@ -347,12 +387,12 @@ def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memo
     for metric in _speed_metrics(reference) + list(LOWER_BETTER_MEMORY):
         higher = not metric.startswith("memory/")
         for variant in reference.variants:
-            r_ref = _ratio(reference, variant, metric)
+            r_ref = _ratio(reference, variant, metric, higher)
             if r_ref is None:
                 continue
-            r_new = _ratio(new, variant, metric)
+            r_new = _ratio(new, variant, metric, higher)
             ref_name = reference.variants[variant].get("reference")
-            label = f"{metric} ratio vs {ref_name}"
+            label = f"{metric} ratio vs {ref_name}" + (" (fastest processes)" if higher else "")
             if r_new is None:
                 cmp.checks.append(Check(variant, label, "ratio", r_ref, None, "present", False, "ratio missing in NEW"))
                 continue
@@ -363,7 +403,7 @@ def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memo
                 ok = r_new <= r_ref * (1 + memory_tolerance)
                 limit = f"<= {r_ref * (1 + memory_tolerance):.3g}"
             cmp.checks.append(Check(variant, label, "ratio", r_ref, r_new, limit, ok))
-    _gate_roots(cmp, reference, new, speed_rule, training_rule, (same_machine, machines))
+    _gate_roots(cmp, reference, new, speed_rule, training_rule, (same_machine, machines), gate_latency)
     if diffs:
         cmp.checks.append(Check("-", "environment", "environment", None, None, "same", True,
                                 "compared anyway (--allow-env-change): " + "; ".join(diffs)))
@@ -371,4 +411,4 @@ def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memo
 
 
 __all__ = ["compare", "Comparison", "Check", "IncomparableResults", "SpreadRule", "SPEED_RULE", "TRAINING_RULE",
-           "environment_differences", "efficiency", "relative_spread"]
+           "environment_differences", "efficiency", "fastest", "relative_range", "relative_spread"]

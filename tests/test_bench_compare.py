@@ -1,6 +1,6 @@
 """The regression gate on synthetic results: a slowdown of shared code (every variant alike, ratios
-unchanged) fails on efficiency and latency; noise within the spread passes; improvements pass;
-runs under different conditions are refused unless allowed."""
+unchanged) fails on efficiency (and latency, when asked to gate it); noise within the spread passes; contention
+on some processes passes; improvements pass; runs under different conditions are refused unless allowed."""
 
 import dataclasses
 import random
@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import SPEED_RULE, IncomparableResults, SpreadRule, compare, efficiency, relative_spread
+from bench.compare import (
+    SPEED_RULE,
+    IncomparableResults,
+    SpreadRule,
+    compare,
+    efficiency,
+    fastest,
+    relative_range,
+    relative_spread,
+)
 from bench.errors import UsageError
 from bench.results import Results, Row, Stats
 
@@ -23,22 +32,25 @@ def _row(variant, metric, samples, unit="", **extra):
     return Row(variant, metric, st.median, unit, list(samples), st, extra={"precision": "fp32", **extra})
 
 
-def _samples(value, noise, rng, n=3):
-    return [value * (1 + rng.uniform(-noise, noise)) for _ in range(n)]
+def _samples(value, noise, rng, n=3, contention=(1.0, 1.0, 1.0)):
+    """``n`` process samples of ``value``, each off by up to ``noise`` and divided by its ``contention`` factor."""
+    return [value * (1 + rng.uniform(-noise, noise)) / contention[i] for i in range(n)]
 
 
 def make_results(slowdown=1.0, noise=0.01, seed=0, peak_scale=1.0, env=None, profile=None, ttt=None,
-                 roofline=True) -> Results:
+                 roofline=True, contention=(1.0, 1.0, 1.0)) -> Results:
     """Two-variant results as a quick run would write them. ``slowdown`` divides every speed of every
-    variant (shared code got slower), ``peak_scale`` multiplies the machine's peak (another machine)."""
+    variant (shared code got slower), ``peak_scale`` multiplies the machine's peak (another machine),
+    ``contention`` divides the speeds of each variant's 1st, 2nd and 3rd process (a busy neighbour at the time)."""
     rng = random.Random(seed)
     rows = []
     for v, m in BASE.items():
         rows.append(Row(v, "flops/per_image", m["flops"], "FLOP", [m["flops"]], Stats.of([m["flops"]])))
         rows.append(Row(v, "params/total", 1e6, "", [1e6], Stats.of([1e6])))
-        rows.append(_row(v, "train/samples_per_s", _samples(m["train"] / slowdown, noise, rng), "samples/s"))
+        rows.append(_row(v, "train/samples_per_s", _samples(m["train"] / slowdown, noise, rng,
+                                                            contention=contention), "samples/s"))
         for b in (1, 4):
-            fps = _samples(m[f"fps_b{b}"] / slowdown, noise, rng)
+            fps = _samples(m[f"fps_b{b}"] / slowdown, noise, rng, contention=contention)
             rows.append(_row(v, f"infer/fps_b{b}", fps, "images/s"))
             rows.append(_row(v, f"infer/latency_p50_ms_b{b}", [b * 1e3 / x for x in fps], "ms"))
         if ttt is not None:
@@ -76,12 +88,41 @@ def test_shared_code_slowdown_fails_on_efficiency_and_latency_not_on_ratios():
     ref, new = make_results(seed=0), make_results(slowdown=1.25, seed=1)
     cmp = compare(ref, new)
     assert not cmp.passed
+    assert _failed_kinds(cmp) == {"efficiency"}  # raw latency is listed, not gated, by default
+    assert all("not gated: raw time across sessions" in c.note for c in cmp.checks if c.kind == "latency")
+    cmp = compare(ref, new, gate_latency=True)
     assert _failed_kinds(cmp) == {"efficiency", "latency"}
     # the root is gated; the ratios (optimized vs baseline) did not move
     assert {c.variant for c in cmp.failures} == {"baseline-tiny"}
     assert all(c.passed for c in cmp.checks if c.kind == "ratio")
     eff = next(c for c in cmp.failures if c.kind == "efficiency")
     assert eff.new == pytest.approx(eff.reference / 1.25, rel=0.05) and "slower" in eff.note
+
+
+def test_contention_on_some_processes_passes_a_regression_on_all_fails():
+    """The fastest process is the statistic: a neighbour that slowed two of three processes by 1.5x (as CI's shared
+    VM did: 126, 73 and 107 ms for one unchanged variant) is not a regression; code 25% slower in every process,
+    the fastest included, still is."""
+    ref = make_results(seed=0)
+    busy = compare(ref, make_results(seed=1, contention=(1.5, 1.0, 1.5)), gate_latency=True)
+    assert busy.passed, busy.table(only_failures=True)
+    lat = next(c for c in busy.checks if c.metric.startswith("infer/latency_p50_ms_b1"))
+    assert "fastest process" in lat.metric and lat.new == pytest.approx(lat.reference, rel=0.05)
+    # a run that noisy cannot resolve 1.25x (its own processes differ by 1.5x: the tolerance reaches the cap) ...
+    eff = next(c for c in compare(ref, make_results(seed=1, slowdown=1.25, contention=(1.5, 1.0, 1.5))).checks
+               if c.kind == "efficiency")
+    assert eff.passed and "capped" in eff.limit
+    # ... but 1.6x is beyond the cap on any machine; in a quiet run 1.25x fails (test above)
+    worse = compare(ref, make_results(seed=1, slowdown=1.6, contention=(1.5, 1.0, 1.5)), gate_latency=True)
+    assert _failed_kinds(worse) == {"efficiency", "latency"}
+
+
+def test_fastest_process_and_relative_range():
+    row = _row("v", "infer/fps_b4", [16.2, 22.2, 16.05])
+    assert fastest(row, True) == 22.2 and fastest(row, False) == 16.05
+    assert relative_range(row) == pytest.approx(22.2 / 16.05 - 1)
+    assert relative_range(_row("v", "m", [5.0])) == 0.0
+    assert fastest(Row("v", "m", 7.0, "", []), True) == 7.0  # no samples: the value
 
 
 def test_improvements_never_fail():
@@ -95,19 +136,22 @@ def test_another_machine_is_cancelled_by_its_own_peak():
     new = make_results(slowdown=1.3, peak_scale=1 / 1.3, seed=1, env={"cpu_model": "Intel Xeon"})
     cmp = compare(ref, new)
     assert cmp.passed, cmp.table(only_failures=True)
-    lat = [c for c in cmp.checks if c.kind == "latency"]
+    lat = [c for c in compare(ref, new, gate_latency=True).checks if c.kind == "latency"]
     assert lat and all("not gated: different machines" in c.note for c in lat)
     # ... and a real regression on that machine is still seen
     worse = make_results(slowdown=1.3 * 1.25, peak_scale=1 / 1.3, seed=2, env={"cpu_model": "Intel Xeon"})
     assert "efficiency" in _failed_kinds(compare(ref, worse))
 
 
-def _with_reduced_peaks(res: Results, bf16: bool = True, int8: str = "ok") -> Results:
-    """``res`` plus the machine's bf16 peak (when ``bf16``) and its int8 peak: measured ("ok"), not measured with
-    the roofline's reason ("not-measured"), failed ("error") or absent (None)."""
+def _with_reduced_peaks(res: Results, bf16: str | None = "ok", int8: str | None = "ok") -> Results:
+    """``res`` plus the machine's bf16 and int8 peaks, each measured ("ok"), not measured with the roofline's
+    reason ("not-measured"), failed ("error") or absent (None)."""
     rows = list(res.rows)
-    if bf16:
+    if bf16 == "ok":
         rows.append(_row("machine", "roofline/peak_bf16", [3.2e10, 3.3e10, 3.1e10], "FLOP/s"))
+    elif bf16 is not None:
+        rows.append(Row("machine", "roofline/peak_bf16", None, "FLOP/s", status=bf16,
+                        error="no native bf16 matmul on this CPU"))
     if int8 == "ok":
         rows.append(_row("machine", "roofline/peak_int8", [6.1e11, 6.2e11, 6.0e11], "OP/s"))
     elif int8 is not None:
@@ -119,18 +163,21 @@ def _with_reduced_peaks(res: Results, bf16: bool = True, int8: str = "ok") -> Re
 def test_a_peak_the_new_machine_lacks_is_not_a_regression_but_an_error_is():
     """A reference made on a CPU with bf16 and VNNI (the committed one) gating an AVX2-only machine."""
     ref = _with_reduced_peaks(make_results(seed=0, env={"cpu_model": "Intel(R) Xeon(R) Processor"}))
-    avx2 = _with_reduced_peaks(make_results(seed=1), bf16=False, int8="not-measured")
+    avx2 = _with_reduced_peaks(make_results(seed=1), bf16="not-measured", int8="not-measured")
     cmp = compare(ref, avx2)
     assert cmp.passed, cmp.table(only_failures=True)
     notes = {c.metric: c.note for c in cmp.checks if c.variant == "machine" and "not gated" in c.note}
     assert set(notes) == {"roofline/peak_bf16", "roofline/peak_int8"}
-    assert "not offered there" in notes["roofline/peak_bf16"] and "no int8 dot-product" in notes["roofline/peak_int8"]
-    # the roofline crashing is the code failing, on any machine
-    crashed = compare(ref, _with_reduced_peaks(make_results(seed=1), bf16=False, int8="error"))
+    assert "no native bf16" in notes["roofline/peak_bf16"] and "no int8 dot-product" in notes["roofline/peak_int8"]
+    # the roofline crashing is the code failing, on any machine; a row that vanished without a reason too
+    crashed = compare(ref, _with_reduced_peaks(make_results(seed=1), bf16="not-measured", int8="error"))
     assert [(c.variant, c.metric) for c in crashed.failures] == [("machine", "roofline/peak_int8")]
+    lost = compare(ref, _with_reduced_peaks(make_results(seed=1), bf16=None, int8="not-measured"))
+    assert [(c.metric, c.kind) for c in lost.failures] == [("roofline/peak_bf16", "presence")]
     # on the same machine a peak that went missing fails as before
-    same = compare(_with_reduced_peaks(make_results(seed=0)), _with_reduced_peaks(make_results(seed=1), bf16=False))
-    assert [(c.metric, c.kind) for c in same.failures] == [("roofline/peak_bf16", "presence")]
+    same = compare(_with_reduced_peaks(make_results(seed=0)),
+                   _with_reduced_peaks(make_results(seed=1), bf16="not-measured"))
+    assert [(c.metric, c.kind) for c in same.failures] == [("roofline/peak_bf16", "status")]
     # the fp32 peak is measurable everywhere: without it the efficiency check still fails on another machine
     gone = compare(ref, make_results(seed=1, roofline=False))
     assert "efficiency" in _failed_kinds(gone)
@@ -199,13 +246,13 @@ def test_spread_rule_floor_cap_and_robust_spread():
     assert relative_spread(_row("v", "m", [100.0])) == 0.0
     with pytest.raises(ValueError):
         SpreadRule(3.0, 0.3, 0.2)
-    assert SPEED_RULE.cap < 0.25  # the documented promise: a 25% slowdown always fails
+    assert SPEED_RULE.cap < 0.5 and SPEED_RULE.floor == 0.10  # documented: a 1.5x slowdown always fails
 
 
 def test_committed_reference_passes_against_itself():
     ref = Results.load(REFERENCE)
-    cmp = compare(ref, ref)
-    assert cmp.passed and any(c.kind == "latency" for c in cmp.checks)
+    cmp = compare(ref, ref, gate_latency=True)
+    assert cmp.passed and any(c.kind == "latency" and "not gated" not in c.note for c in cmp.checks)
 
 
 def test_cli_refuses_incomparable_runs_with_one_line(tmp_path, capsys):
