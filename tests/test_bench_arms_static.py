@@ -41,9 +41,12 @@ def test_quantize_static_failure_is_named(tmp_path):
         onnx_backend.quantize_static_qdq(bad, tmp_path / "out.onnx", [])
 
 
+@pytest.mark.slow
 def test_int8_static_arm_end_to_end():
     """The static int8 arm through measure() on optimized-tiny at batch 1: rows with set-up time, parity
-    and tolerance (the fp32 onnx-ort arm's end-to-end test is in test_bench_extras.py)."""
+    and tolerance (the fp32 onnx-ort arm's end-to-end test is in test_bench_extras.py). Slow tier: 19 s of export,
+    calibration and quantization, the longest default test after the static run (the default tier must stay
+    near 3 minutes on 2 cores)."""
     spec = {"preset": "optimized-tiny", "device": "cpu", "batch_size": 1,
             "arms": ["onnx-ort-int8-static"], "warmup": 0, "rounds": 1, "iters": 1}
     res = arms_mod.measure(spec)
