@@ -1,4 +1,5 @@
-"""The method: every measurement in a fresh subprocess (``python -m bench.worker``), thread pools
+"""The method: every measurement in a fresh process (:func:`worker_start`: forked from a server that
+imported the libraries once, or a new ``python -m bench.worker`` interpreter), thread pools
 pinned in the child's environment, speed repeats interleaved across variants (A B A B ...),
 crashes and OOMs recorded as error rows while the suite goes on, results written atomically
 after every task, ``resume`` skipping tasks already done (measured on the same code, or refused).
@@ -6,12 +7,16 @@ Progress (done/total, an estimate of the time left) goes to stderr."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -250,10 +255,111 @@ def _relative_to_run_folder(value, out_dir: str | Path | None):
     return walk(value)
 
 
-def run_task(task: Task, threads: int, device: str, timeout_s: float, out_dir: str | Path | None = None) -> dict:
-    """Run one task in a fresh ``python -m bench.worker`` process; always returns an outcome dict.
-    Relative file parameters (``RUN_FOLDER_PATHS``) are resolved against ``out_dir`` for the worker only;
-    the worker's outcome gets them back in relative form (:func:`_relative_to_run_folder`)."""
+#: Measurements that keep a new interpreter per task where the others are forked: the CPU memory rows are RSS
+#: growth over the process's own start, and every committed report measured them from a new interpreter.
+NEW_INTERPRETER_MEASUREMENTS = frozenset({"memory_infer", "memory_train", "peer_memory"})
+
+WORKER_STARTS = ("fork", "exec")
+
+
+def worker_start(task: Task, device: str, fresh_interpreter: bool = False) -> str:
+    """How ``task``'s process starts: "fork" (from the preloaded fork server, :data:`bench.worker.PRELOAD`) or
+    "exec" (a new ``python -m bench.worker`` interpreter: 5-10 s of imports per task on a 2-core CPU).
+
+    "exec" when asked (``fresh_interpreter``), for :data:`NEW_INTERPRETER_MEASUREMENTS`, where the platform
+    has no fork server, and where the run may use CUDA: a process forked after CUDA was touched cannot use it,
+    and whether an import touches it is not ours to promise."""
+    if fresh_interpreter or NEW_INTERPRETER_MEASUREMENTS.intersection(task.measurements):
+        return "exec"
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return "exec"
+    return "fork" if device == "cpu" or (device == "auto" and not _cuda_available()) else "exec"
+
+
+@functools.lru_cache(maxsize=1)
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@contextlib.contextmanager
+def _environ(env: dict):
+    """``os.environ`` is ``env`` inside (the fork server takes its environment from this process at start)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """A child started by multiprocessing re-imports the caller's ``__main__`` (a script calling
+    :func:`run_profile` without an ``if __name__ == "__main__"`` guard would run again in every task); the
+    worker needs nothing from it, so an empty ``__main__`` stands in while the child is started."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+def _fork_server():
+    """The multiprocessing context whose server imports :data:`bench.worker.PRELOAD` once (at its first use)."""
+    from .worker import PRELOAD
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(PRELOAD))
+    return ctx
+
+
+def _run_worker(spec_path: Path, out_path: Path, env: dict, timeout_s: float, start: str) -> tuple:
+    """Run the worker on ``spec_path`` -> ``out_path``; returns (exit code or "timeout", its stderr)."""
+    cwd = str(Path(__file__).resolve().parent.parent)
+    if start == "exec":
+        try:
+            proc = subprocess.run([sys.executable, "-m", "bench.worker", str(spec_path), str(out_path)],
+                                  env=env, capture_output=True, text=True, timeout=timeout_s, cwd=cwd)
+            return proc.returncode, proc.stderr
+        except subprocess.TimeoutExpired as err:
+            stderr = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else (err.stderr or "")
+            return "timeout", stderr
+    if start != "fork":
+        raise ValueError(f"start={start!r}; choose one of {WORKER_STARTS}")
+    from .worker import forked_main
+
+    log_path = out_path.with_name("worker.log")
+    proc = _fork_server().Process(target=forked_main, name="ovd-bench-worker",
+                                  args=(str(spec_path), str(out_path), env, cwd, str(log_path)))
+    with _environ(env), _main_module_hidden():  # the server, started on first use, inherits the environment
+        proc.start()
+    try:
+        proc.join(timeout_s)
+    except BaseException:  # Ctrl-C or SIGTERM in the runner: the task goes too, as subprocess.run does
+        proc.kill()
+        proc.join()
+        raise
+    rc = proc.exitcode
+    if rc is None:  # still running: past its time
+        proc.kill()
+        proc.join()
+        rc = "timeout"
+    stderr = log_path.read_text(errors="replace") if log_path.exists() else ""
+    return rc, stderr
+
+
+def run_task(task: Task, threads: int, device: str, timeout_s: float, out_dir: str | Path | None = None,
+             start: str | None = None) -> dict:
+    """Run one task in a fresh worker process (``start``: "fork" or "exec", default :func:`worker_start`);
+    always returns an outcome dict. Relative file parameters (``RUN_FOLDER_PATHS``) are resolved against
+    ``out_dir`` for the worker only; the worker's outcome gets them back in relative form
+    (:func:`_relative_to_run_folder`)."""
+    start = start or worker_start(task, device)
     var = get_variant(task.variant).to_dict() if task.variant is not None else None
     spec = {"measurements": task.measurements, "variant": var, "params": _in_run_folder(task.params, out_dir),
             "threads": threads, "device": device}
@@ -261,13 +367,7 @@ def run_task(task: Task, threads: int, device: str, timeout_s: float, out_dir: s
         spec_path, out_path = Path(tmp, "spec.json"), Path(tmp, "out.json")
         spec_path.write_text(json.dumps(spec))
         t0 = time.perf_counter()
-        try:
-            proc = subprocess.run([sys.executable, "-m", "bench.worker", str(spec_path), str(out_path)],
-                                  env=child_env(threads), capture_output=True, text=True, timeout=timeout_s,
-                                  cwd=Path(__file__).resolve().parent.parent)
-            rc, stderr = proc.returncode, proc.stderr
-        except subprocess.TimeoutExpired as err:
-            rc, stderr = "timeout", (err.stderr or b"").decode(errors="replace") if isinstance(err.stderr, bytes) else (err.stderr or "")
+        rc, stderr = _run_worker(spec_path, out_path, child_env(threads), timeout_s, start)
         seconds = time.perf_counter() - t0
         if out_path.exists():
             out = json.loads(out_path.read_text())
@@ -280,6 +380,7 @@ def run_task(task: Task, threads: int, device: str, timeout_s: float, out_dir: s
                                                     for m in task.measurements}}
     out = _relative_to_run_folder(out, out_dir)
     out["wall_seconds"] = seconds
+    out["worker_start"] = start
     out["task"] = {"id": task.id, "variant": task.row_label, "measurements": task.measurements, "repeat": task.repeat,
                    "params": task.params}
     return out
@@ -339,7 +440,8 @@ def _foreign_tasks(done: dict, current: dict) -> dict:
 
 def run_profile(profile: Profile, out_dir: str | Path, threads: int, device: str = "auto",
                 resume: str | Path | None = None, command: str = "", environment: dict | None = None,
-                resume_any: bool = False, time_limit_s: float | None = None) -> Results:
+                resume_any: bool = False, time_limit_s: float | None = None,
+                fresh_interpreter: bool = False) -> Results:
     """Run every task of ``profile`` and write ``out_dir/results.json`` after each one.
 
     ``resume``: a folder whose ``results.json`` tasks that finished ok are kept, not re-run. They must have
@@ -349,7 +451,9 @@ def run_profile(profile: Profile, out_dir: str | Path, threads: int, device: str
 
     ``time_limit_s``: wall seconds for the whole run; a task is not started when the estimate of its own
     time would take the run past the limit (the tasks left are listed as not run; the report marks the run
-    INCOMPLETE and ``--resume`` finishes it). The planned task ids are recorded in ``profile["planned_tasks"]``."""
+    INCOMPLETE and ``--resume`` finishes it). The planned task ids are recorded in ``profile["planned_tasks"]``.
+
+    ``fresh_interpreter``: every task in a new interpreter (:func:`worker_start`), none forked."""
     from .env import provenance
 
     out_dir = Path(out_dir)
@@ -387,7 +491,8 @@ def run_profile(profile: Profile, out_dir: str | Path, threads: int, device: str
                 f"{' ...' if len(left) > 5 else ''}); the report is marked INCOMPLETE, finish with --resume {out_dir}")
             results.environment["stopped_by_time_limit_s"] = time_limit_s
             break
-        out = run_task(task, threads, device, profile.timeout_s, out_dir)
+        out = run_task(task, threads, device, profile.timeout_s, out_dir,
+                       start=worker_start(task, device, fresh_interpreter))
         results.tasks[task.id] = out
         finished.setdefault(task.kind, []).append(out["wall_seconds"])
         errors = [f"{m}: {o.get('error')}" for m, o in out.get("outcomes", {}).items() if o.get("status") != "ok"]

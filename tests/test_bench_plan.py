@@ -120,7 +120,7 @@ def test_estimate_uses_the_same_kind_then_all_tasks():
 
 
 def _fake_run_task(now, seconds=2.0, clock=None):
-    def fake_run_task(task, threads, device, timeout_s, out_dir=None):
+    def fake_run_task(task, threads, device, timeout_s, out_dir=None, start=None):
         if clock is not None:
             clock[0] += seconds  # a fake perf_counter advanced by the "measurement"
         return {"status": "ok", "wall_seconds": seconds, "environment": dict(now),

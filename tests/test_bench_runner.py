@@ -91,6 +91,7 @@ def test_static_run_end_to_end(tmp_path, monkeypatch):
                             extras=(), repeats=1)
     res = run_profile(p, tmp_path / "run", threads=1)
     assert [r for r in res.rows if r.status != "ok"] == []
+    assert {out["worker_start"] for out in res.tasks.values()} == {"fork"}  # CPU, no memory task
     assert res.value("optimized-tiny", "params/total") < res.value("baseline-tiny", "params/total")
     assert res.value("optimized-tiny", "flops/per_image") > 0
     assert res.environment["git_commit"] == expected_commit()
@@ -151,6 +152,75 @@ def test_crashing_variant_is_recorded(tmp_path, monkeypatch):
     assert row.status == "error" and "no_such_backbone" in row.error
 
 
+def test_worker_start_forks_on_the_cpu_but_not_for_memory_cuda_or_when_asked(monkeypatch):
+    import bench.runner as runner
+
+    static = runner.Task("static:x", "optimized-tiny", ["params", "flops"])
+    memory = runner.Task("memory_train:x", "optimized-tiny", ["memory_train"])
+    monkeypatch.setattr(runner, "_cuda_available", lambda: False)
+    assert runner.worker_start(static, "cpu") == "fork" and runner.worker_start(static, "auto") == "fork"
+    assert runner.worker_start(memory, "cpu") == "exec"  # RSS growth over a new interpreter, as always measured
+    assert runner.worker_start(static, "cpu", fresh_interpreter=True) == "exec"
+    assert runner.worker_start(static, "cuda") == "exec"
+    monkeypatch.setattr(runner, "_cuda_available", lambda: True)
+    assert runner.worker_start(static, "auto") == "exec" and runner.worker_start(static, "cpu") == "fork"
+
+
+def test_forked_and_new_interpreter_workers_give_the_same_counts():
+    from bench.runner import Task, run_task
+
+    task = Task("static:optimized-tiny", "optimized-tiny", ["params"])
+    forked, execed = (run_task(task, 1, "cpu", 300, start=s) for s in ("fork", "exec"))
+    assert (forked["worker_start"], execed["worker_start"]) == ("fork", "exec")
+    rows = [{r["metric"]: r["value"] for r in out["outcomes"]["params"]["rows"]} for out in (forked, execed)]
+    assert rows[0] == rows[1] and rows[0]["params/total"] > 0
+    assert forked["environment"]["source_hash"] == execed["environment"]["source_hash"]
+
+
+def test_a_forked_worker_past_its_time_is_killed_and_recorded():
+    from bench.runner import Task, run_task
+
+    out = run_task(Task("static:optimized-tiny", "optimized-tiny", ["params"]), 1, "cpu", 0.01, start="fork")
+    assert out["status"] == "error" and "timed out" in out["outcomes"]["params"]["error"]
+
+
+def test_a_forked_worker_that_dies_early_shows_its_stderr():
+    from bench.runner import Task, run_task
+
+    # threads that are not a number: the worker raises before it can write its outcome
+    out = run_task(Task("static:optimized-tiny", "optimized-tiny", ["params"]), "two", "cpu", 300, start="fork")
+    error = out["outcomes"]["params"]["error"]
+    assert out["status"] == "error" and "worker exited with 1" in error and "ValueError" in error, error
+
+
+@pytest.mark.slow
+def test_the_fork_server_preload_starts_no_thread():
+    """A fork copies only the calling thread: a preloaded library with a thread of its own (onnxruntime's
+    import starts one) could leave a lock held in every forked task. 10 s of imports, so the slow tier."""
+    import sys
+
+    from bench.runner import child_env
+
+    code = ("import importlib, os\nfrom bench.worker import PRELOAD\nfor m in PRELOAD: importlib.import_module(m)\n"
+            "print(len(os.listdir('/proc/self/task')))")
+    proc = subprocess.run([sys.executable, "-c", code], env=child_env(2), cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == "1", proc.stdout
+
+
+def test_the_caller_main_module_is_not_imported_by_a_forked_worker():
+    import sys
+
+    from bench.runner import _main_module_hidden
+
+    main = sys.modules["__main__"]
+    with _main_module_hidden():
+        stand_in = sys.modules["__main__"]
+        assert stand_in is not main and not hasattr(stand_in, "__file__") and stand_in.__spec__ is None
+    assert sys.modules["__main__"] is main
+
+
 def test_ctrl_c_prints_how_to_resume(monkeypatch, capsys, tmp_path):
     import bench.cli as cli
 
@@ -200,7 +270,7 @@ def test_run_task_reports_relative_run_folder_paths(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner.subprocess, "run", fake_worker)
     task = runner.Task("arms_accuracy:x", None, ["arms_accuracy"], {"arms_accuracy": {"checkpoint": "ckpt/m.pt"}})
-    out = runner.run_task(task, 1, "cpu", 10.0, out_dir=tmp_path)
+    out = runner.run_task(task, 1, "cpu", 10.0, out_dir=tmp_path, start="exec")
     assert seen["ckpt"] == str(tmp_path.resolve() / "ckpt/m.pt") and Path(seen["ckpt"]).is_absolute()
     o = out["outcomes"]["arms_accuracy"]
     assert o["rows"][0]["extra"]["checkpoint"] == "ckpt/m.pt"

@@ -89,8 +89,18 @@ def _footer(res: Results, pngs: list[str]) -> list[str]:
               f"\nCommand: `{res.command}`\n",
               f"\nProfile: {prof.get('description', '')}; repeats {prof.get('repeats')} processes per speed "
               f"measurement (each: {prof.get('warmup')} warm-up + {prof.get('iters')} timed calls, median), "
-              f"threads {prof.get('threads')}.\n"]
+              f"threads {prof.get('threads')}{worker_starts(res)}.\n"]
     return parts
+
+
+def worker_starts(res: Results) -> str:
+    """How the run's measurement processes started (``bench.runner.worker_start``), for the method line."""
+    starts = [out.get("worker_start") for out in res.tasks.values()]
+    forked, execed = starts.count("fork"), starts.count("exec")
+    if not forked:
+        return ""  # every process a new interpreter, as the method always said (older results record nothing)
+    return (f"; {forked} of {forked + execed} measurement processes forked from a server that imported the "
+            f"libraries once (the rest, memory included, each a new interpreter)")
 
 
 #: a recommended arm's set-up (s) from which the recommendation says after how many images it pays off
