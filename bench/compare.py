@@ -194,11 +194,16 @@ def _machine_cannot(reference: Results, variant: str, new_row: Row | None) -> bo
 
 # -- spreads and derived metrics --------------------------------------------------------------
 
+def _finite_samples(row: Row) -> list[float]:
+    """A row's repeat samples that are numbers (None, NaN and inf dropped)."""
+    return [float(x) for x in row.samples if x is not None and math.isfinite(float(x))]
+
+
 def relative_spread(row: Row | None) -> float:
     """Robust relative sigma of a row's repeat samples: 1.4826 x MAD / |median| (0 with < 2 samples)."""
     if row is None:
         return 0.0
-    xs = [float(x) for x in row.samples if x is not None and math.isfinite(float(x))]
+    xs = _finite_samples(row)
     if len(xs) < 2:
         return 0.0
     med = statistics.median(xs)
@@ -212,14 +217,14 @@ def relative_range(row: Row | None) -> float:
     """A row's relative range over its processes: max / min - 1 of its finite positive samples (0 with < 2)."""
     if row is None:
         return 0.0
-    xs = [float(x) for x in row.samples if x is not None and math.isfinite(float(x)) and float(x) > 0]
+    xs = [x for x in _finite_samples(row) if x > 0]
     return max(xs) / min(xs) - 1.0 if len(xs) >= 2 else 0.0
 
 
 def fastest(row: Row, higher: bool) -> float:
     """The fastest process's value of a speed row: the max of its samples for higher-is-better metrics, the min
     for lower-is-better ones; the row's value when it has no finite sample."""
-    xs = [float(x) for x in row.samples if x is not None and math.isfinite(float(x))]
+    xs = _finite_samples(row)
     if not xs:
         return float(row.value)
     return max(xs) if higher else min(xs)
