@@ -70,19 +70,34 @@ PRELOAD = ("torch", "torchvision.ops", "timm", "transformers", "transformers.mod
 
 
 def forked_main(spec_path: str, out_path: str, env: dict, cwd: str, log_path: str) -> None:
-    """A task forked from the preloaded server, set up as ``python -m bench.worker SPEC OUT`` would be:
-    the task's environment and working folder, the working folder first on ``sys.path``, stdout and
-    stderr into ``log_path`` (the runner shows its tail when the task fails)."""
+    """A task forked from the preloaded server, set up and ended as ``python -m bench.worker SPEC OUT`` would be:
+    the task's environment, working folder (first on ``sys.path``), ``sys.argv`` and default multiprocessing
+    start method, stdout and stderr into ``log_path`` (the runner shows its tail when the task fails), and the
+    atexit handlers run at the end."""
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
     os.environ.clear()
     os.environ.update(env)
+    # a child of the fork server inherits "forkserver" as its default start method; a new interpreter has the
+    # platform's, and a DataLoader's workers (Lightning's train loop) must start the way they would there
+    import multiprocessing
+
+    multiprocessing.set_start_method(None, force=True)
     os.chdir(cwd)
     if sys.path[:1] != [cwd]:
         sys.path.insert(0, cwd)
-    sys.exit(main([spec_path, out_path]))
+    sys.argv = [__file__, spec_path, out_path]
+    try:
+        code = main([spec_path, out_path])
+    finally:
+        # a new interpreter runs its atexit handlers (temporary folders' finalizers among them) when it ends; a
+        # forked child ends in os._exit, which skips them
+        import atexit
+
+        atexit._run_exitfuncs()
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -177,6 +177,21 @@ def test_forked_and_new_interpreter_workers_give_the_same_counts():
     assert forked["environment"]["source_hash"] == execed["environment"]["source_hash"]
 
 
+def test_a_forked_worker_starts_data_loader_workers_as_a_new_interpreter_would(monkeypatch):
+    """Lightning's train loop with DataLoader workers inside a forked task (the fork server's start method
+    must not leak into the task: its workers failed with "too many fds" before)."""
+    import bench.variants as variants
+    from bench.runner import Task, run_task
+
+    workers = variants.preset_variant("tiny-with-workers", "optimized-tiny",
+                                      {"train.num_workers": 1, "train.persistent_workers": True}, "loader workers")
+    monkeypatch.setitem(variants.VARIANTS, "tiny-with-workers", workers)
+    task = Task("train_loop:tiny-with-workers:0", "tiny-with-workers", ["train_loop"],
+                {"train_loop": {"batch_size": 2, "steps": 1, "warmup_steps": 0}})
+    out = run_task(task, 1, "cpu", 300, start="fork")
+    assert out["status"] == "ok", out["outcomes"]["train_loop"].get("error")
+
+
 def test_a_forked_worker_past_its_time_is_killed_and_recorded():
     from bench.runner import Task, run_task
 
