@@ -474,3 +474,13 @@ def test_break_even_images_by_hand():
     # 1.0x [0.998, 1.07]); an interval clear of 1 keeps its count
     assert fmt_break_even(188.0, 20.0, 1.001, gain_q1=0.998).startswith("no gain established")
     assert fmt_break_even(60.0, 12.5, 1.25, gain_q1=1.2) == "3,000 images"
+
+
+def test_the_method_line_says_how_the_processes_started():
+    tasks = {"static:a": {"worker_start": "fork"}, "speed:a:0": {"worker_start": "fork"},
+             "memory_train:a": {"worker_start": "exec"}}
+    assert report.worker_starts(Results(tasks=tasks)) == (
+        "; 2 of 3 measurement processes forked from a server that imported the libraries once (the rest, memory "
+        "included, each a new interpreter)")
+    # results from before the fork server (no record) or a --fresh-interpreter run: the method line as it was
+    assert report.worker_starts(Results(tasks={"static:a": {}, "memory_train:a": {"worker_start": "exec"}})) == ""
