@@ -266,12 +266,13 @@ def worker_start(task: Task, device: str, fresh_interpreter: bool = False) -> st
     """How ``task``'s process starts: "fork" (from the preloaded fork server, :data:`bench.worker.PRELOAD`) or
     "exec" (a new ``python -m bench.worker`` interpreter: 5-10 s of imports per task on a 2-core CPU).
 
-    "exec" when asked (``fresh_interpreter``), for :data:`NEW_INTERPRETER_MEASUREMENTS`, where the platform
-    has no fork server, and where the run may use CUDA: a process forked after CUDA was touched cannot use it,
-    and whether an import touches it is not ours to promise."""
+    "exec" when asked (``fresh_interpreter``), for :data:`NEW_INTERPRETER_MEASUREMENTS`, off Linux (macOS system
+    libraries may start threads, which makes a fork unsafe there; multiprocessing spawns by default on macOS for
+    that reason, and the no-thread check of the server reads Linux's /proc), and where the run may use CUDA: a
+    process forked after CUDA was touched cannot use it, and whether an import touches it is not ours to promise."""
     if fresh_interpreter or NEW_INTERPRETER_MEASUREMENTS.intersection(task.measurements):
         return "exec"
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    if not sys.platform.startswith("linux"):
         return "exec"
     return "fork" if device == "cpu" or (device == "auto" and not _cuda_available()) else "exec"
 

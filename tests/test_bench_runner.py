@@ -164,6 +164,8 @@ def test_worker_start_forks_on_the_cpu_but_not_for_memory_cuda_or_when_asked(mon
     assert runner.worker_start(static, "cuda") == "exec"
     monkeypatch.setattr(runner, "_cuda_available", lambda: True)
     assert runner.worker_start(static, "auto") == "exec" and runner.worker_start(static, "cpu") == "fork"
+    monkeypatch.setattr(runner.sys, "platform", "darwin")  # fork is unsafe on macOS: a new interpreter there
+    assert runner.worker_start(static, "cpu") == "exec"
 
 
 def test_a_forked_worker_counts_what_this_process_counts():
