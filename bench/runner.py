@@ -8,7 +8,6 @@ Progress (done/total, an estimate of the time left) goes to stderr."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import multiprocessing
 import os
@@ -20,6 +19,7 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .common import resolve_device
 from .errors import UsageError
 from .profiles import Profile
 from .results import Results, aggregate
@@ -274,14 +274,7 @@ def worker_start(task: Task, device: str, fresh_interpreter: bool = False) -> st
         return "exec"
     if not sys.platform.startswith("linux"):
         return "exec"
-    return "fork" if device == "cpu" or (device == "auto" and not _cuda_available()) else "exec"
-
-
-@functools.lru_cache(maxsize=1)
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    return "fork" if resolve_device(device).type == "cpu" else "exec"
 
 
 @contextlib.contextmanager

@@ -157,12 +157,14 @@ def test_worker_start_forks_on_the_cpu_but_not_for_memory_cuda_or_when_asked(mon
 
     static = runner.Task("static:x", "optimized-tiny", ["params", "flops"])
     memory = runner.Task("memory_train:x", "optimized-tiny", ["memory_train"])
-    monkeypatch.setattr(runner, "_cuda_available", lambda: False)
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert runner.worker_start(static, "cpu") == "fork" and runner.worker_start(static, "auto") == "fork"
     assert runner.worker_start(memory, "cpu") == "exec"  # RSS growth over a new interpreter, as always measured
     assert runner.worker_start(static, "cpu", fresh_interpreter=True) == "exec"
     assert runner.worker_start(static, "cuda") == "exec"
-    monkeypatch.setattr(runner, "_cuda_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # "auto" would then pick CUDA
     assert runner.worker_start(static, "auto") == "exec" and runner.worker_start(static, "cpu") == "fork"
     monkeypatch.setattr(runner.sys, "platform", "darwin")  # fork is unsafe on macOS: a new interpreter there
     assert runner.worker_start(static, "cpu") == "exec"
