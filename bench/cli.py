@@ -300,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto, cpu, cuda")
     r.add_argument("--fresh-interpreter", action="store_true",
                    help="start every measurement in a new Python interpreter (the default on CUDA and for memory; "
-                        "on the CPU the others fork from a server that imported the libraries once, 5-10 s less "
-                        "per measurement on 2 cores)")
+                        "on the CPU under Linux the others fork from a server that imported the libraries once, 5-10 s "
+                        "less per measurement on 2 cores)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="config override for every variant, e.g. text.pretrained=false (recorded in the results)")
     r.add_argument("--no-accuracy", action="store_true", help="skip the training (accuracy) runs")

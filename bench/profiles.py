@@ -202,8 +202,8 @@ PROFILES: dict[str, Profile] = {
         "size, the matmul peak, inference arms; 5 interleaved repeats of the pair, 3 of every arm, 2 of the ladder; no "
         "training runs (accuracy, time to target and the arms' accuracy come from the `accuracy` profile: pass its "
         "folder with --accuracy); the batch sweep, the backbone ceiling and data-parallel scaling are one flag away "
-        "(--extras sweep,ceiling,roofline,arms,dataparallel, about 22 min) and in `full`, with the peers and the "
-        "scaling curves (about 18 min on 2 CPU cores)",
+        "(--extras sweep,ceiling,roofline,arms,dataparallel) and in `full`, with the peers and the scaling curves "
+        "(21-26 min on a 2-core AVX2 EPYC, 18 min on a 2-core Xeon before the forked processes)",
         static_variants=("baseline", "optimized") + _speed_ladder("baseline-tiny", "optimized-tiny"),
         memory_variants=("baseline", "optimized", "baseline-tiny", "optimized-tiny"),
         speed_variants=("baseline", "optimized", "baseline-tiny", "optimized-tiny")
@@ -215,7 +215,8 @@ PROFILES: dict[str, Profile] = {
         # so its peak-batch table said little here), the backbone ceiling (84 s) and data-parallel scaling (83 s):
         # their settings below stay, so `--extras ...` or `--sweep` adds them back sized for this machine. That plan
         # ran in 931 s (9b96cd7); the frozen-compile arm then added 3 processes of about 85 s and ORT static int8
-        # left (3 of about 30 s): about 18 min.
+        # left (3 of about 30 s): about 18 min. On the 2-core AVX2 EPYC the plan took 40 min with a new interpreter
+        # per process and 21-26 min (3 runs) once the processes forked from a preloaded server (e921d0d).
         repeats=2, pair_repeats=5, warmup=1, iters=2, train_batch=4, infer_batch=4,
         train_loop_steps=6, train_loop_warmup=1, train_loop_repeats=2, timeout_s=600,
         pair=("baseline", "optimized"),
@@ -233,7 +234,7 @@ PROFILES: dict[str, Profile] = {
         "accuracy", "CPU: the accuracy bar of the tiny pair: 10 minutes of training each, 2 seeds each "
         "(interleaved), on the built-in synthetic set, val curve every minute, seen (val) and novel splits, then "
         "the inference arms judged on the trained optimized-tiny checkpoint of each seed (about 58 min on "
-        "2 CPU cores)",
+        "a 2-core Xeon)",
         static_variants=("baseline-tiny", "optimized-tiny"),
         # 2 seeds, not 3: a third costs 25 more minutes on 2 cores; the spread is then [min, max] of two runs.
         accuracy_variants=("baseline-tiny", "optimized-tiny"), accuracy_seeds=(0, 1),
