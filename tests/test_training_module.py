@@ -42,16 +42,16 @@ def test_schedules_shapes():
         lr_factor("step", 0.5)
 
 
-def test_loss_decreases_when_overfitting_8_images(small_root):
-    cfg = ovd.get_config("optimized-tiny", {"train.batch_size": 8, "train.scheduler": "cosine"})
+def test_loss_decreases_when_overfitting_4_images(small_root):
+    cfg = ovd.get_config("optimized-tiny", {"train.batch_size": 4, "train.scheduler": "cosine"})
     L.seed_everything(0)
-    dm = build_datamodule(cfg, small_root, limit=8)
+    dm = build_datamodule(cfg, small_root, limit=4)
     dm.setup("fit")
     module = DetectorModule(cfg, total_steps=20)
     batch = next(iter(dm.train_dataloader()))
     with torch.no_grad():
         before = module.criterion(module(batch), batch["targets"])["total_loss"].item()
-    # the same 8 images, 20 times: the loss falls to about half (40 steps: a third, at twice the cost)
+    # the same 4 images, 20 times: the loss falls to 0.36-0.56 of where it started (seeds 0-2; 8 images: about half)
     repeated = torch.utils.data.DataLoader([batch] * 20, batch_size=None)
     _trainer(20, limit_val_batches=0).fit(module, train_dataloaders=repeated)
     with torch.no_grad():
@@ -122,12 +122,12 @@ def test_resume_continues_the_same_run(small_root, tmp_path):
     the shuffle order is seeded by (seed, epoch)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    cfg = ovd.get_config("optimized-tiny", {"train.batch_size": 8})
+    cfg = ovd.get_config("optimized-tiny", {"train.batch_size": 4})
 
     def run(epochs, ckpt_path=None, save_dir=None):
         L.seed_everything(0, workers=True)
-        dm = build_datamodule(cfg, small_root)
-        module = DetectorModule(cfg, total_steps=8)
+        dm = build_datamodule(cfg, small_root, limit=8)  # 8 images: 2 steps an epoch, 4 in all
+        module = DetectorModule(cfg, total_steps=4)
         callbacks = [ModelCheckpoint(dirpath=save_dir, save_last=True)] if save_dir else []
         trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_progress_bar=False,
                             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
@@ -138,7 +138,7 @@ def test_resume_continues_the_same_run(small_root, tmp_path):
     straight = run(2)
     run(1, save_dir=tmp_path / "ck")
     resumed = run(2, ckpt_path=str(tmp_path / "ck" / "last.ckpt"))
-    assert resumed.global_step == straight.global_step == 8
+    assert resumed.global_step == straight.global_step == 4
     for (name, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
 
