@@ -484,3 +484,58 @@ def test_the_method_line_says_how_the_processes_started():
         "included, each a new interpreter)")
     # results from before the fork server (no record) or a --fresh-interpreter run: the method line as it was
     assert report.worker_starts(Results(tasks={"static:a": {}, "memory_train:a": {"worker_start": "exec"}})) == ""
+
+
+def test_roofline_names_the_fastest_accepted_exact_arm_both_ways():
+    """Issue 11's 60% target for the fastest fp32-exact arm: its own processes' images/s against the fp32 peak,
+    and fp32 eager's images/s x its paired gain; both with intervals, and the eager speed inside its processes."""
+    from bench.report import roofline
+
+    peak = row("machine", "roofline/peak_fp32", [100e9, 100e9, 100e9], "FLOP/s", native=True, best_size=512,
+               threads=2)
+    flops = row("optimized", "flops/per_image", [10e9], "FLOP")
+    rows = [peak, flops,
+            row("optimized", "arm/eager/fps_b8", [6.0, 7.0, 8.0], "images/s"),  # 70% of the peak
+            # ONNX Runtime: 1.2x paired, but its processes ran while the machine was slow (eager at 5.0 there)
+            row("optimized", "arm/onnx-ort/fps_b8", [6.0, 6.0, 6.0], "images/s"),
+            row("optimized", "arm/int8-dynamic/fps_b8", [9.0, 9.0, 9.0], "images/s")]
+    rows += _arm_rows({"onnx-ort": [1.2, 1.2, 1.2], "int8-dynamic": [1.5, 1.5, 1.5], "channels-last": [1.4] * 3},
+                      parity={"onnx-ort": True, "int8-dynamic": True, "channels-last": False})
+    rows.append(row("optimized", "arm/channels-last/fps_b8", [9.0], "images/s"))
+    variants = dict(PAIR, machine={"group": "machine"})
+    res = planted(rows, variants=variants)
+    s = roofline.exact_arm_sentence(res)
+    # int8 is faster but not fp32; channels-last is outside parity: ONNX Runtime is the exact arm named
+    assert "`onnx-ort`" in s and "int8" not in s and "channels-last" not in s
+    # own: 10 GFLOP x 6 images/s / 100 GFLOP/s = 60%; paired: 7 [6.5, 7.5] x 1.2 images/s -> 84% [78, 90]
+    assert "reaches 60% [60, 60] of the fp32 peak" in s and "84% [78, 90]" in s
+    assert "holds by either reading" in s
+    assert "fp32 eager ran at 5 images/s (median) inside `onnx-ort`'s processes and 7 in its own row's" in s
+    # rejected on a trained checkpoint: never named as accepted; nothing else qualifies -> no sentence
+    assert roofline.exact_arm_sentence(res, rejected={"onnx-ort"}) == ""
+    # the section carries it after the optimized model's own sentence
+    text = "".join(roofline.section(res))
+    assert text.index("`optimized` (arm eager") < text.index("The fastest accepted fp32-exact arm")
+    # a slower exact arm whose own reading misses 60% while the paired one holds: both verdicts, each named
+    rows[3] = row("optimized", "arm/onnx-ort/fps_b8", [5.0, 5.0, 5.0], "images/s")
+    s = roofline.exact_arm_sentence(planted(rows, variants=variants))
+    assert "does not hold by its own, holds by the paired reading" in s
+
+
+def test_roofline_table_reads_reduced_arms_against_their_own_dtype_peak():
+    """An int8 arm against the measured int8 GEMM peak (it used to print "-" even where the peak was measured);
+    a bf16 arm on a machine without a bf16 peak says so; fp32 rows leave the column to the fp32 one."""
+    from bench.report import roofline
+
+    rows = [row("machine", "roofline/peak_fp32", [100e9], "FLOP/s", native=True),
+            row("machine", "roofline/peak_int8", [900e9], "OP/s", native=True),
+            row("optimized", "flops/per_image", [10e9], "FLOP"),
+            row("optimized", "arm/eager/fps_b8", [7.0], "images/s"),
+            row("optimized", "arm/int8-dynamic/fps_b8", [9.0], "images/s"),
+            row("optimized", "arm/bf16-autocast/fps_b8", [1.0], "images/s")]
+    table = {r["configuration"]: r for r in roofline.roofline_table(
+        planted(rows, variants=dict(PAIR, machine={"group": "machine"})))}
+    assert table["optimized @ arm int8-dynamic"]["% of own-dtype peak"] == "10 (int8)"  # 90 G of 900 G
+    assert table["optimized @ arm int8-dynamic"]["% of fp32 peak"] == "90"
+    assert table["optimized @ arm bf16-autocast"]["% of own-dtype peak"] == "no bf16 peak measured"
+    assert table["optimized @ arm eager"]["% of own-dtype peak"] == "-"

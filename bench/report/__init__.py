@@ -21,7 +21,7 @@ from . import arms, dataparallel, peers, plots, provenance, roofline, scaling, s
 from .accuracy import accuracy_section
 from .arms_accuracy import accepted_arms, arms_accuracy_section
 from .ceiling import ceiling_section
-from .format import infer_batch, md
+from .format import infer_batch, md, numerics
 from .judge import ratio_interval, verdict
 from .seed import seed_table
 from .sweep import sweep_section
@@ -118,7 +118,7 @@ def predict_flag(features) -> str | None:
 
     from ..measure.arms import compile_mode_of
 
-    flag = PREDICT_FLAGS.get(_numerics(features))
+    flag = PREDICT_FLAGS.get(numerics(features))
     if flag is None:
         return None
     if "onnx" in features and "--backend" not in flag:
@@ -131,16 +131,6 @@ def predict_flag(features) -> str | None:
     return flag.strip()
 
 
-def _numerics(features) -> str:
-    """The arm's arithmetic: what the accuracy verdict is about (inference_mode, text_cache, compile and
-    layout change no number beyond fp32 rounding; their parity column says so)."""
-    f = set(features)
-    for key in ("int8_static", "int8", "int8_except_text", "bf16", "fp16"):
-        if key in f:
-            return key
-    return "fp32"
-
-
 def recommendation(res: Results, acc_src: Results) -> str:
     """The fastest arm this machine can ship: fp32 arms within fp32 parity, reduced-precision arms whose
     arithmetic kept the trained checkpoint's accuracy (``acc_src``'s accuracy-judged arms); its gain over fp32
@@ -150,14 +140,14 @@ def recommendation(res: Results, acc_src: Results) -> str:
     from .format import arm_batch, extras_variant, fmt, ok_row
 
     judged = accepted_arms(acc_src)  # {"bf16-autocast": True, "int8-dynamic": False, ...}
-    by_numerics = {_numerics(ARMS[a].features): ok for a, ok in judged.items() if a in ARMS}
+    by_numerics = {numerics(ARMS[a].features): ok for a, ok in judged.items() if a in ARMS}
     v = extras_variant(res)
     best = None
     for name, arm in ARMS.items():
         g = ok_row(res, v, f"arm/{name}/gain")
         if name == REFERENCE or g is None:
             continue
-        kind = _numerics(arm.features)
+        kind = numerics(arm.features)
         if judged.get(name) is False:  # this very arm was rejected on a trained checkpoint
             continue
         if kind == "fp32":
@@ -211,7 +201,8 @@ def render(res: Results, out_dir: str | Path, accuracy: Results | None = None) -
         parts += accuracy_section(acc_res, out_dir, label="From the accuracy run")
     else:
         parts += accuracy_section(res, out_dir)
-    parts += peers.section(res) + roofline.section(res) + scaling.section(res, out_dir)
+    rejected = {a for a, ok in accepted_arms(acc_res if acc_res is not None else res).items() if not ok}
+    parts += peers.section(res) + roofline.section(res, rejected) + scaling.section(res, out_dir)
     arms_parts = arms.section(res)
     if arms_parts:
         arms_parts.insert(1, recommendation(res, acc_res if acc_res is not None else res) + "\n\n")

@@ -29,6 +29,17 @@ def arm_batch(res: Results) -> int:
     return int(res.profile.get("arm_batch", 8))
 
 
+#: Feature flags that change an arm's arithmetic away from fp32 (bench.measure.arms.Arm.features), checked in this order.
+REDUCED_NUMERICS = ("int8_static", "int8", "int8_except_text", "bf16", "fp16")
+
+
+def numerics(features) -> str:
+    """The arm's arithmetic: what the accuracy verdict is about (inference_mode, text_cache, compile and
+    layout change no number beyond fp32 rounding; their parity column says so): "fp32" or a REDUCED_NUMERICS key."""
+    f = set(features)
+    return next((key for key in REDUCED_NUMERICS if key in f), "fp32")
+
+
 def group(res: Results, name: str) -> str:
     """A variant's group: main, ladder, loo, peer, machine (default main)."""
     return (res.variants.get(name) or {}).get("group", "main")
