@@ -97,6 +97,12 @@ def recorded_command(argv: list[str]) -> str:
     return "ovd-bench " + " ".join(shlex.quote(a) for a in out)
 
 
+def _results_file(path: str | Path) -> Path:
+    """A results.json, or the run folder holding it."""
+    p = Path(path)
+    return p / "results.json" if p.is_dir() else p
+
+
 def _accuracy_results(path: str | None):
     """``--accuracy PATH``: the accuracy profile's results.json (or its folder), for the Training Time and mAP
     rows of the seed table; None when not given."""
@@ -104,13 +110,12 @@ def _accuracy_results(path: str | None):
         return None
     from .results import Results
 
-    p = Path(path)
-    return Results.load(p / "results.json" if p.is_dir() else p)
+    return Results.load(_results_file(path))
 
 
 def cmd_run(args) -> int:
     from .env import capture, machine_kind
-    from .profiles import default_profile_name, get_profile, parse_extras, restrict, with_overrides
+    from .profiles import add_arms, default_profile_name, get_profile, parse_extras, restrict, with_overrides
     from .report import render
     from .runner import log, run_profile
 
@@ -134,6 +139,7 @@ def cmd_run(args) -> int:
         extras = tuple(dict.fromkeys((*(profile.extras if extras is None else extras), "sweep")))
     profile = with_overrides(profile, repeats=args.repeats, accuracy_budget_s=args.accuracy_budget, extras=extras,
                              train_batch=args.train_batch, infer_batch=args.infer_batch)
+    profile = add_arms(profile, args.add_arms)
     if args.no_accuracy:
         import dataclasses
 
@@ -228,8 +234,9 @@ def cmd_report(args) -> int:
     from .report import render
     from .results import Results
 
-    res = Results.load(args.results)
-    out = writable_dir(args.out if args.out else Path(args.results).parent)
+    path = _results_file(args.results)  # a run folder or its results.json
+    res = Results.load(path)
+    out = writable_dir(args.out if args.out else path.parent)
     print(render(res, out, accuracy=_accuracy_results(args.accuracy)))
     return 0
 
@@ -309,11 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     r.add_argument("--extras", help=f"extras to run: a comma list of {', '.join(EXTRAS)}; 'all' or 'none' "
                    "(default: the profile's; quick has only the roofline, which its efficiency gate needs)")
+    r.add_argument("--add-arms", metavar="NAME[,NAME]",
+                   help="inference arms (bench/measure/arms.py) to run besides the profile's, e.g. "
+                        "compile-frozen+text-cache (in `full`, not in the CPU default: 168-180 s of compilation "
+                        "for 1.09-1.16x on 2 cores); switches the arms extra on")
     r.add_argument("--extras-only", action="store_true",
                    help="run only the extras (no params/FLOPs/memory/speed/accuracy of the variants)")
     r.set_defaults(func=cmd_run)
     rp = sub.add_parser("report", help="render REPORT.md and plots from a results.json")
-    rp.add_argument("results")
+    rp.add_argument("results", help="a run folder or its results.json")
     rp.add_argument("--out")
     rp.add_argument("--accuracy", metavar="PATH", help=ACCURACY_HELP)
     rp.set_defaults(func=cmd_report)

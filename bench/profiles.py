@@ -151,11 +151,15 @@ _CPU_ARMS = ("inference-mode", "channels-last", "bf16-autocast", "int8-dynamic",
 # fp16 and CUDA-graph arms run on CUDA only (skipped on the CPU with that reason)
 _GPU_ONLY_ARMS = ("fp16-autocast", "fp16+text-cache", "compile-max-autotune", "cuda-graphs", "bf16+cuda-graphs")
 _ALL_ARMS = _CPU_ARMS + _GPU_ONLY_ARMS
-# Not in the CPU default (both stay in `full`): plain torch.compile (about 76 s of compilation for 1.09x; the frozen
-# compile is the exact-fp32 arm worth its set-up) and ONNX Runtime static int8 (about 30 s a process; rejected on
-# both trained checkpoints of dacdfeb's accuracy run and slower than dynamic int8 there: 1.30x against 1.36x). The
-# accuracy profile still judges the static int8 graph's accuracy.
-_CPU_DEFAULT_SKIPS_ARMS = ("compile", "onnx-ort-int8-static")
+# Not in the CPU default (all three stay in `full`, and `ovd-bench run --add-arms NAME` adds one back): plain
+# torch.compile (about 76 s of compilation for 1.09x; the frozen compile is the better compile arm), ONNX Runtime
+# static int8 (about 30 s a process; rejected on both trained checkpoints of dacdfeb's and fa9757d's accuracy runs;
+# the accuracy profile still judges it) and the frozen compile: 1.16x [1.15, 1.17] on the 2-core Xeon (2e541f4e9c)
+# and 1.09x [1.08, 1.11] on the 2-core AVX2 EPYC (fa9757d), paying off after 7,100 and 14,000 images, for 257 s
+# and 273 s of those runs (a cold compile of 168-180 s, then 2 warm-cache processes): the largest single cost of
+# the default profile (issue 11: about 15 minutes on 2 cores, the rest to `full`). ONNX Runtime fp32 stays: the
+# fastest exact arm on the EPYC (1.25x), 16-24 s a process.
+_CPU_DEFAULT_SKIPS_ARMS = ("compile", "compile-frozen+text-cache", "onnx-ort-int8-static")
 
 _FULL_SCALING = (("batch", (1, 2, 4, 8, 16, 32)), ("image_size", (224, 256, 320, 384, 448, 512)),
                  ("prompt_tokens", (8, 16, 32, 64, 128, 256)), ("num_queries", (10, 20, 50, 100, 200)))
@@ -207,8 +211,8 @@ PROFILES: dict[str, Profile] = {
         "size, the matmul peak, inference arms; 5 interleaved repeats of the pair, 3 of every arm, 2 of the ladder; no "
         "training runs (accuracy, time to target and the arms' accuracy come from the `accuracy` profile: pass its "
         "folder with --accuracy); the batch sweep, the backbone ceiling and data-parallel scaling are one flag away "
-        "(--extras sweep,ceiling,roofline,arms,dataparallel) and in `full`, with the peers and the scaling curves "
-        "(21-26 min on a 2-core AVX2 EPYC, 18 min on a 2-core Xeon before the forked processes)",
+        "(--extras sweep,ceiling,roofline,arms,dataparallel) and in `full`, with the peers and the scaling curves; "
+        "so is the frozen-compile arm (--add-arms compile-frozen+text-cache); measured durations per machine: README",
         static_variants=("baseline", "optimized") + _speed_ladder("baseline-tiny", "optimized-tiny"),
         memory_variants=("baseline", "optimized", "baseline-tiny", "optimized-tiny"),
         speed_variants=("baseline", "optimized", "baseline-tiny", "optimized-tiny")
@@ -221,14 +225,15 @@ PROFILES: dict[str, Profile] = {
         # their settings below stay, so `--extras ...` or `--sweep` adds them back sized for this machine. That plan
         # ran in 931 s (9b96cd7); the frozen-compile arm then added 3 processes of about 85 s and ORT static int8
         # left (3 of about 30 s): about 18 min. On the 2-core AVX2 EPYC the plan took 40 min with a new interpreter
-        # per process and 21-26 min (3 runs) once the processes forked from a preloaded server (e921d0d).
+        # per process and 21-26 min (3 runs) once the processes forked from a preloaded server (e921d0d). The
+        # frozen-compile arm then left for `full` (see _CPU_DEFAULT_SKIPS_ARMS): 257-273 s less.
         repeats=2, pair_repeats=5, warmup=1, iters=2, train_batch=4, infer_batch=4,
         train_loop_steps=6, train_loop_warmup=1, train_loop_repeats=2, timeout_s=600,
         pair=("baseline", "optimized"),
         extras=("roofline", "arms"), peer_repeats=2, roofline_repeats=3,
         roofline_sizes=(512, 1024), scaling_axes=_LIGHT_SCALING, scaling_batch=1,
         scaling_repeats=1, scaling_warmup=1, scaling_iters=2, arms=tuple(a for a in _CPU_ARMS if a not in _CPU_DEFAULT_SKIPS_ARMS),
-        # isolated arms (ONNX Runtime fp32, about 21 s a process; the frozen compile, about 85 s): 3 processes each
+        # the isolated arm (ONNX Runtime fp32, 16-24 s a process): 3 processes
         arm_batch=8, arm_repeats=3, arm_isolated_repeats=3, arm_rounds=2, arm_iters=1,
         # ovd train, optimized-tiny, batch 8 per process, 1 + 4 steps: 3 configurations x 2 repeats
         dataparallel_variant="optimized-tiny", dataparallel_batch=8, dataparallel_steps=4, dataparallel_warmup=1,
@@ -300,6 +305,23 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+def add_arms(profile: Profile, text: str | None) -> Profile:
+    """``--add-arms a,b``: the profile with these arms (bench.measure.arms.ARMS) added to its own, and the arms
+    extra switched on; None or "" -> the profile unchanged."""
+    names = tuple(x.strip() for x in (text or "").split(",") if x.strip())
+    if not names:
+        return profile
+    from .measure.arms import ARMS, REFERENCE
+
+    unknown = [n for n in names if n not in ARMS or n == REFERENCE]
+    if unknown:
+        raise UsageError(f"unknown arms {unknown}; choose from {[a for a in ARMS if a != REFERENCE]}")
+    import dataclasses
+
+    return dataclasses.replace(profile, arms=tuple(dict.fromkeys(profile.arms + names)),
+                               extras=tuple(dict.fromkeys(profile.extras + ("arms",))))
+
+
 def get_profile(name: str) -> Profile:
     if name not in PROFILES:
         raise UsageError(f"unknown profile {name!r}; choose one of {list(PROFILES)}")
@@ -342,4 +364,4 @@ def with_overrides(profile: Profile, **kw) -> Profile:
 
 
 __all__ = ["Profile", "PROFILES", "EXTRAS", "get_profile", "parse_extras", "restrict", "default_profile_name",
-           "with_overrides", "field"]
+           "with_overrides", "add_arms", "field"]

@@ -115,6 +115,15 @@ def test_report_missing_and_malformed_results(in_tmp, capsys):
     bad.write_text('{"schema_version": 1, "rows": [')  # truncated
     assert main(["report", str(bad)]) == 2
     assert "bad.json: not valid JSON" in one_line_error(capsys, "report")
+    # a run folder is read as its results.json (it used to end in IsADirectoryError's traceback), and the
+    # report is written beside it
+    run = in_tmp / "run"
+    run.mkdir()
+    Results().save(run / "results.json")
+    assert main(["report", str(run)]) == 0
+    assert (run / "REPORT.md").exists()
+    assert main(["report", str(in_tmp)]) == 2  # a folder without results.json: the missing file, named
+    assert "results.json: no such results file" in one_line_error(capsys, "report")
 
 
 def test_compare_missing_malformed_and_incompatible(in_tmp, capsys, monkeypatch):

@@ -14,7 +14,7 @@ import torch
 from bench.measure import arms as arms_mod
 from bench.measure import peers, roofline, scaling
 from bench.measure.specs import ArmsSpec, SpecError
-from bench.profiles import EXTRAS, get_profile, parse_extras
+from bench.profiles import EXTRAS, add_arms, get_profile, parse_extras
 from bench.results import Results, Row, Stats
 from bench.runner import plan
 from bench.sources import build_under_test, resolve_factory, source_from_dict
@@ -303,12 +303,21 @@ def test_profiles_and_extras_flag():
     p = dataclasses.replace(get_profile("default"), extras=("roofline", "arms"), repeats=2)
     ids = [t.id for t in plan(p)]
     assert "roofline:0" in ids and "arms:shared:0" in ids and "arms:onnx-ort:0" in ids
-    # plain torch.compile (about 76 s of compilation for 1.09x) and ORT static int8 run in `full`; the frozen
-    # compile (the exact-fp32 arm) runs in the CPU default, in 3 processes like every isolated arm
-    assert "arms:compile:0" not in ids and "arms:onnx-ort-int8-static:0" not in ids
+    # plain torch.compile, ORT static int8 and the frozen compile (168-180 s of compilation for 1.09-1.16x) run in
+    # `full`; the CPU default keeps ONNX Runtime fp32, in 3 processes like every isolated arm
+    assert not {"arms:compile:0", "arms:onnx-ort-int8-static:0", "arms:compile-frozen+text-cache:0"} & set(ids)
+    assert {"arms:onnx-ort:0", "arms:onnx-ort:2"} <= set(ids)
+    # --add-arms puts one back (and switches the arms extra on); an unknown name is a usage error
+    with_frozen = add_arms(dataclasses.replace(p, extras=("roofline",)), "compile-frozen+text-cache")
+    assert "arms" in with_frozen.extras and with_frozen.arms[-1] == "compile-frozen+text-cache"
+    assert add_arms(p, "") is p and add_arms(p, "onnx-ort").arms == p.arms  # nothing new: no duplicate
+    for bad in ("warp-drive", "eager"):
+        with pytest.raises(ValueError, match="unknown arms"):
+            add_arms(p, bad)
+    ids = [t.id for t in plan(with_frozen)]
     assert {"arms:compile-frozen+text-cache:0", "arms:compile-frozen+text-cache:2"} <= set(ids)
     # a compile arm's processes share one Inductor cache in the run folder, emptied by the first (a cold compile)
-    frozen = [t.params["arms"] for t in plan(p) if t.id.startswith("arms:compile-frozen+text-cache:")]
+    frozen = [t.params["arms"] for t in plan(with_frozen) if t.id.startswith("arms:compile-frozen+text-cache:")]
     assert [s["compile_cache"] for s in frozen] == ["inductor-cache/compile-frozen+text-cache"] * 3
     assert [s["compile_cache_reset"] for s in frozen] == [True, False, False]
     onnx = next(t.params["arms"] for t in plan(p) if t.id == "arms:onnx-ort:0")
@@ -327,6 +336,8 @@ def test_cli_rejects_unknown_extras(capsys):
 
     assert main(["run", "--profile", "quick", "--extras", "warp", "--out", "/nonexistent"]) == 2
     assert "unknown extras" in capsys.readouterr().err
+    assert main(["run", "--profile", "quick", "--add-arms", "warp-drive", "--out", "/nonexistent"]) == 2
+    assert "unknown arms" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # about 45 s on 2 AVX2 cores (fresh workers); default-tier twin: test_bench_runner.py::test_static_run_end_to_end
