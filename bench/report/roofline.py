@@ -11,13 +11,22 @@ TARGET_ROOFLINE_FRACTION = 0.60
 MACHINE = "machine"  # the label of the roofline rows (not a model variant)
 
 
+def _quartiles(r: Row) -> tuple:
+    """(q1, median, q3) of a row over its processes; the value thrice with one process."""
+    return (r.stats.q1, r.value, r.stats.q3) if r.stats and r.stats.n > 1 else (r.value, r.value, r.value)
+
+
+def _fraction_bounds(flops: float, fps_low: float, fps_high: float, peak: Row) -> tuple:
+    """(low, high) fraction of ``peak`` reached at ``flops`` per image: the low images/s over the peak's q3, the
+    high over its q1."""
+    p1, _, p3 = _quartiles(peak)
+    return flops * fps_low / p3, flops * fps_high / p1
+
+
 def _fraction_verdict(point: dict, peak: Row) -> str:
     """The target on the fraction's interval: FPS quartiles over the peak's quartiles."""
-    fps = point["fps"]
-    f = point["flops"]
-    q = lambda r: (r.stats.q1, r.stats.q3) if r.stats and r.stats.n > 1 else (r.value, r.value)  # noqa: E731
-    (f1, f3), (p1, p3) = q(fps), q(peak)
-    return target_verdict(f * f1 / p3, f * f3 / p1, TARGET_ROOFLINE_FRACTION)
+    f1, _, f3 = _quartiles(point["fps"])
+    return target_verdict(*_fraction_bounds(point["flops"], f1, f3, peak), TARGET_ROOFLINE_FRACTION)
 
 
 def peaks_table(res: Results) -> list[dict]:
@@ -144,11 +153,6 @@ def roofline_sentence(res: Results) -> str:
     return s
 
 
-def _quartiles(r: Row) -> tuple:
-    """(q1, median, q3) of a row over its processes; the value thrice with one process."""
-    return (r.stats.q1, r.value, r.stats.q3) if r.stats and r.stats.n > 1 else (r.value, r.value, r.value)
-
-
 def exact_arm_sentence(res: Results, rejected=frozenset()) -> str:
     """The fastest fp32-exact arm (fp32 arithmetic, outputs within fp32 parity, not in ``rejected``: the arms a
     trained checkpoint rejected) against the fp32 peak, read two ways (issue 11's 60% target):
@@ -179,17 +183,17 @@ def exact_arm_sentence(res: Results, rejected=frozenset()) -> str:
         return ""
     name, g = best
     pt = points[f"{v} @ arm {name}"]
-    p1, _, p3 = _quartiles(p32)
     pct = lambda fps: 100 * pt["flops"] * fps / p32.value  # noqa: E731
     f1, fm, f3 = _quartiles(pt["fps"])
     (e1, em, e3), (g1, gm, g3) = _quartiles(eager["fps"]), _quartiles(g)
-    own = target_verdict(pt["flops"] * f1 / p3, pt["flops"] * f3 / p1, TARGET_ROOFLINE_FRACTION)
-    paired = target_verdict(pt["flops"] * e1 * g1 / p3, pt["flops"] * e3 * g3 / p1, TARGET_ROOFLINE_FRACTION)
+    own_lo, own_hi = _fraction_bounds(pt["flops"], f1, f3, p32)
+    paired_lo, paired_hi = _fraction_bounds(pt["flops"], e1 * g1, e3 * g3, p32)
+    own = target_verdict(own_lo, own_hi, TARGET_ROOFLINE_FRACTION)
+    paired = target_verdict(paired_lo, paired_hi, TARGET_ROOFLINE_FRACTION)
     s = (f"The fastest accepted fp32-exact arm (outputs within fp32 parity, not rejected on a trained checkpoint), `{name}` ({fmt_iqr(g)}x fp32 eager, "
-         f"paired in its processes), reaches {pct(fm):.0f}% [{100 * pt['flops'] * f1 / p3:.0f}, "
-         f"{100 * pt['flops'] * f3 / p1:.0f}] of the fp32 peak by its own processes' images/s and "
-         f"{pct(em * gm):.0f}% [{100 * pt['flops'] * e1 * g1 / p3:.0f}, {100 * pt['flops'] * e3 * g3 / p1:.0f}] as "
-         f"fp32 eager's images/s x its gain (target >= {100 * TARGET_ROOFLINE_FRACTION:.0f}%: "
+         f"paired in its processes), reaches {pct(fm):.0f}% [{100 * own_lo:.0f}, {100 * own_hi:.0f}] of the fp32 "
+         f"peak by its own processes' images/s and {pct(em * gm):.0f}% [{100 * paired_lo:.0f}, "
+         f"{100 * paired_hi:.0f}] as fp32 eager's images/s x its gain (target >= {100 * TARGET_ROOFLINE_FRACTION:.0f}%: "
          + (f"{own} by either reading)." if own == paired else f"{own} by its own, {paired} by the paired reading)."))
     fps_s, gain_s = pt["fps"].samples, g.samples
     if len(fps_s) == len(gain_s) > 0 and all(x > 0 for x in gain_s):  # one sample per process, in process order
