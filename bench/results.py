@@ -214,7 +214,9 @@ def aggregate(variant: str, measurement: str, outcomes: list[dict]) -> list[Row]
                 row.extra["per_repeat"] = []
             if r.get("value") is not None:
                 row.samples.append(float(r["value"]))
-            row.extra["per_repeat"].append({k: v for k, v in (r.get("extra") or {}).items() if k == "calls"})
+            # per process: its timed calls, and why an arm got only one (bench.measure.arms.is_slow_arm)
+            row.extra["per_repeat"].append({k: v for k, v in (r.get("extra") or {}).items()
+                                            if k in ("calls", "timed_once")})
     for row in rows.values():
         row.extra.pop("calls", None)
         row.stats = Stats.of(row.samples)

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -523,3 +524,39 @@ def test_frozen_compile_arm_is_exact_on_the_tiny_preset(tmp_path):
     assert w["error"] is None and w["parity_ok"] and w["notes"]["inductor_cache"] == "warm"
     assert "arm/compile-frozen+text-cache/setup_warm_s" in w["metrics"]
     assert w["setup_s"] < a["setup_s"], (w["setup_s"], a["setup_s"])  # a same-run ratio, not an absolute time
+
+
+def test_slow_arm_rule_on_planted_times():
+    assert arms_mod.is_slow_arm(3.0, 1.0) and arms_mod.is_slow_arm(9.1, 1.2)
+    assert not arms_mod.is_slow_arm(2.9, 1.0)
+    assert not arms_mod.is_slow_arm(5.0, None) and not arms_mod.is_slow_arm(5.0, 0.0)
+
+
+def test_a_slow_arm_is_timed_once_and_keeps_its_rows(monkeypatch):
+    """An arm whose parity call is >= SLOW_ARM_FACTOR x eager's warm call: no warm-up, one timed round; the other
+    arms keep their warm-up and every round."""
+    calls = {}
+    real_build = arms_mod.build_arm
+
+    def counting_build(arm, *a, **k):
+        fn, setup_s, notes = real_build(arm, *a, **k)
+
+        def counted():
+            calls[arm.name] = calls.get(arm.name, 0) + 1
+            if arm.name == "channels-last":
+                time.sleep(1.0)  # planted: far above 3x a tiny-preset batch-2 call (tens of ms)
+            return fn()
+        return counted, setup_s, notes
+
+    monkeypatch.setattr(arms_mod, "build_arm", counting_build)
+    r = arms_mod.measure({"preset": "optimized-tiny", "arms": ["channels-last", "text-cache"], "batch_size": 2,
+                          "warmup": 1, "rounds": 3, "iters": 1, "device": "cpu"})
+    a = r.arms
+    assert "first round only" in a["channels-last"]["timed_once"]
+    assert len(a["channels-last"]["calls_s"]) == 1 and calls["channels-last"] == 2  # parity + 1 timed
+    assert "timed_once" not in a["text-cache"] and len(a["text-cache"]["calls_s"]) == 3
+    assert calls["text-cache"] == 1 + 1 + 3 and calls["eager"] == 1 + 1 + 3  # parity, warm-up, 3 rounds
+    assert a["channels-last"]["gain"] < 1 / arms_mod.SLOW_ARM_FACTOR
+    rows = {x.metric: x for x in r.rows()}
+    assert "timed_once" in rows["arm/channels-last/gain"].extra
+    assert "timed_once" not in rows["arm/text-cache/gain"].extra

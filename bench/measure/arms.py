@@ -28,7 +28,8 @@ layers of the box MLPs get small random values so boxes depend on the whole head
 fp32 eager reference (eval, ``torch.no_grad``) on a fixed batch, build every arm (set-up time
 recorded: quantization, compilation with its first call, export + session), check parity, warm up,
 then time ``rounds`` x ``iters`` calls per arm with the arms' order rotated every round, the
-reference included. An arm's **gain** is the reference's median time over the arm's median time in
+reference included. A slow arm (its parity call >= ``SLOW_ARM_FACTOR`` x the reference's warm call) skips the
+warm-up and is timed in the first round only. An arm's **gain** is the reference's median time over the arm's median time in
 the same process (paired, interleaved); the runner repeats the process and reports median and IQR.
 A compile arm's set-up is a cold compile (``setup_s``: an empty Inductor cache) or, in a process that finds the
 arm's shared cache filled by an earlier one, a warm one (``setup_warm_s``); the compiled code, and so the gain,
@@ -312,6 +313,20 @@ def setup_metric(notes: dict | None) -> str:
     return "setup_warm_s" if (notes or {}).get("inductor_cache") == "warm" else "setup_s"
 
 
+#: An arm whose parity call takes at least this many times fp32 eager's warm call is timed once per process,
+#: without a warm-up (``ArmsResult`` records ``timed_once``): its processes still give it a spread, and at a third
+#: of eager's speed or less more calls would not move its verdict. On the 2-core AVX2 EPYC the two bf16 arms
+#: (0.14x, no native bf16) took 204 s of the default profile's 348 s of shared arm processes (fc5d8fc).
+SLOW_ARM_FACTOR = 3.0
+
+
+def is_slow_arm(first_call_s: float, reference_call_s: float | None) -> bool:
+    """Whether an arm's first (parity) call marks it slow: at least :data:`SLOW_ARM_FACTOR` x fp32 eager's warm
+    call. A first call carries one-time costs, so a fast arm whose first call is slow is timed less, never
+    misjudged: its timed call still comes after that first one."""
+    return reference_call_s is not None and reference_call_s > 0 and first_call_s >= SLOW_ARM_FACTOR * reference_call_s
+
+
 def compile_mode_of(features) -> str | None:
     """The compile mode (:data:`COMPILE_FEATURES`) of an arm's features: "default", "frozen" (default + Inductor
     freezing), "max-autotune", "reduce-overhead" (CUDA graphs); None when it does not compile."""
@@ -324,7 +339,8 @@ def compile_mode_of(features) -> str | None:
 class ArmsResult:
     """Per arm: ``calls_s`` (seconds per timed call), ``setup_s``, ``diffs`` (see :func:`parity`),
     ``tolerance``, ``parity_ok``, ``gain`` (x, reference median / arm median, this process),
-    ``error`` or ``skipped``. Rows are emitted for the arms in ``emit`` only."""
+    ``timed_once`` (why a slow arm got one round: :func:`is_slow_arm`), ``error`` or ``skipped``. Rows are
+    emitted for the arms in ``emit`` only."""
 
     batch_size: int
     device: str
@@ -340,6 +356,8 @@ class ArmsResult:
             base = f"arm/{name}"
             extra = {"batch_size": B, "features": a.get("features"), "tolerance": a.get("tolerance"),
                      "threads": self.threads, "device": self.device, "reference": REFERENCE}
+            if a.get("timed_once"):
+                extra["timed_once"] = a["timed_once"]
             if a.get("skipped"):
                 out.append(measured(f"{base}/gain", None, "x", extra, status="not-measured", error=a["skipped"]))
                 continue
@@ -369,10 +387,12 @@ def measure(spec: ArmsSpec | dict) -> ArmsResult:
     rows for ``emit``, default the reference and every arm given)."""
     import torch
 
-    from bench.common import build_model, make_batch, resolve_device
+    from bench.common import build_model, make_batch, now, resolve_device
+    from bench.measure.timing import time_calls
 
     spec = ArmsSpec.coerce(spec)
     device = resolve_device(spec.device)
+    ref_call_s = None  # fp32 eager's warm call (its parity call when warmup is 0): the slow-arm rule's yardstick
     names = [get_arm(n).name for n in (spec.arms if spec.arms is not None else ARMS) if n != REFERENCE]
     emit = list(spec.emit or [REFERENCE] + names)
     B = spec.batch_size
@@ -397,27 +417,37 @@ def measure(spec: ArmsSpec | dict) -> ArmsResult:
                 continue
             try:
                 fn, setup_s, notes = build_arm(arm, model, images, ids, mask, device, Path(tmp), cache)
+                t0 = now(device)
                 out = fn()
+                first_s = now(device) - t0
                 if name == REFERENCE:
                     ref = {k: out[k].detach().float().cpu() for k in ("pred_logits", "pred_boxes")}
                     ref["text_mask"] = out["text_mask"].cpu()
                 diffs = parity(ref, {k: (v.detach().cpu() if hasattr(v, "detach") else v) for k, v in out.items()
                                      if k in ("pred_logits", "pred_boxes", "text_mask")}, arm.tolerance)
                 rec.update(setup_s=setup_s, notes=notes, diffs=diffs, parity_ok=within_tolerance(diffs, arm.tolerance))
-                for _ in range(warmup):
-                    fn()
+                if name == REFERENCE:
+                    ref_call_s = first_s if warmup == 0 else time_calls(fn, device, warmup - 1, 1)[0]
+                elif is_slow_arm(first_s, ref_call_s):
+                    # its parity call already ran its kernels once; a warm-up and more rounds would only repeat
+                    # a verdict far from 1x (bf16 autocast without native bf16: 0.14x, 9 s a call at batch 8)
+                    rec["timed_once"] = (f"parity call {first_s:.2f} s >= {SLOW_ARM_FACTOR:g}x fp32 eager's "
+                                         f"{ref_call_s:.2f} s: no warm-up, timed in the first round only")
+                else:
+                    for _ in range(warmup):
+                        fn()
                 fns[name] = fn
             except Exception as err:  # noqa: BLE001  (recorded; the other arms go on)
                 rec["error"] = f"{type(err).__name__}: {str(err)[:1500]}"
                 if name == REFERENCE:
                     raise
-        from bench.measure.timing import time_calls
-
         order = list(fns)
         times: dict = {n: [] for n in order}
         for r in range(rounds):
             k = r % len(order)
             for name in order[k:] + order[:k]:
+                if r and result.arms[name].get("timed_once"):
+                    continue
                 try:
                     times[name] += time_calls(fns[name], device, 0, iters)
                 except Exception as err:  # noqa: BLE001

@@ -133,6 +133,20 @@ def best_arm_sentence(res: Results) -> str:
             f"{fmt(g.value)}x{q} the throughput of fp32 eager `{v}` (target >= {TARGET_ARM_GAIN:g}x: {verdict}).")
 
 
+def timed_once_sentence(res: Results) -> str:
+    """The arms the slow-arm rule timed once per process (``bench.measure.arms.is_slow_arm``); "" when none."""
+    from ..measure.arms import ARMS, SLOW_ARM_FACTOR
+
+    v = extras_variant(res)
+    names = [n for n in ARMS if (g := ok_row(res, v, f"arm/{n}/gain"))
+             and any(p.get("timed_once") for p in [g.extra, *g.extra.get("per_repeat", [])])]
+    if not names:
+        return ""
+    return (f"Timed once per process, without a warm-up, because each first (parity) call took >= "
+            f"{SLOW_ARM_FACTOR:g}x fp32 eager's warm call (more calls would not move a verdict that far from 1x; "
+            f"their spread still comes from their processes): {', '.join(f'`{n}`' for n in names)}.")
+
+
 def section(res: Results) -> list[str]:
     ranking = arms_ranking(res)
     if not ranking:
@@ -153,4 +167,4 @@ def section(res: Results) -> list[str]:
             "brackets: what a later run on the same machine pays). "
             "Pays off after: the images an arm must process before its one-off set-up (the first run's) "
             "is paid back by its faster calls, set-up x images/s / (gain - 1), from the medians.\n",
-            md(ranking), "\n" + best_arm_sentence(res) + "\n"]
+            md(ranking), "\n" + " ".join(x for x in (best_arm_sentence(res), timed_once_sentence(res)) if x) + "\n"]
