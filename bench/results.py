@@ -219,6 +219,7 @@ def aggregate(variant: str, measurement: str, outcomes: list[dict]) -> list[Row]
                                             if k in ("calls", "timed_once")})
     for row in rows.values():
         row.extra.pop("calls", None)
+        row.extra.pop("timed_once", None)  # a per-process fact: per_repeat holds each process's
         row.stats = Stats.of(row.samples)
         if row.stats is not None:
             row.value = row.stats.median

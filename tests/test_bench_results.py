@@ -90,8 +90,8 @@ def test_aggregate_keeps_each_process_calls_and_why_an_arm_was_timed_once():
     def outcome(value, **extra):
         return {"status": "ok", "rows": [{"metric": "arm/x/gain", "value": value, "unit": "x", "extra": extra}]}
 
-    (r,) = aggregate("optimized", "arms", [outcome(1.0, calls=[0.1, 0.2]), outcome(0.5, calls=[0.3], timed_once="slow"),
+    (r,) = aggregate("optimized", "arms", [outcome(0.5, calls=[0.3], timed_once="slow"), outcome(1.0, calls=[0.1, 0.2]),
                                            {"status": "error", "rows": []}])
-    assert r.samples == [1.0, 0.5] and r.value == 0.75
-    assert r.extra["per_repeat"] == [{"calls": [0.1, 0.2]}, {"calls": [0.3], "timed_once": "slow"}]
-    assert "calls" not in r.extra
+    assert r.samples == [0.5, 1.0] and r.value == 0.75
+    assert r.extra["per_repeat"] == [{"calls": [0.3], "timed_once": "slow"}, {"calls": [0.1, 0.2]}]
+    assert "calls" not in r.extra and "timed_once" not in r.extra  # per-process facts live in per_repeat only

@@ -28,8 +28,9 @@ layers of the box MLPs get small random values so boxes depend on the whole head
 fp32 eager reference (eval, ``torch.no_grad``) on a fixed batch, build every arm (set-up time
 recorded: quantization, compilation with its first call, export + session), check parity, warm up,
 then time ``rounds`` x ``iters`` calls per arm with the arms' order rotated every round, the
-reference included. A slow arm (its parity call >= ``SLOW_ARM_FACTOR`` x the reference's warm call) skips the
-warm-up and is timed in the first round only. An arm's **gain** is the reference's median time over the arm's median time in
+reference included. A slow arm (its parity call and the warm call after it each >= ``SLOW_ARM_FACTOR`` x the
+reference's warm call) is timed in the first round only; its gain divides the reference's median over every round
+by that round's. An arm's **gain** is the reference's median time over the arm's median time in
 the same process (paired, interleaved); the runner repeats the process and reports median and IQR.
 A compile arm's set-up is a cold compile (``setup_s``: an empty Inductor cache) or, in a process that finds the
 arm's shared cache filled by an earlier one, a warm one (``setup_warm_s``); the compiled code, and so the gain,
@@ -313,18 +314,19 @@ def setup_metric(notes: dict | None) -> str:
     return "setup_warm_s" if (notes or {}).get("inductor_cache") == "warm" else "setup_s"
 
 
-#: An arm whose parity call takes at least this many times fp32 eager's warm call is timed once per process,
-#: without a warm-up (``ArmsResult`` records ``timed_once``): its processes still give it a spread, and at a third
-#: of eager's speed or less more calls would not move its verdict. On the 2-core AVX2 EPYC the two bf16 arms
-#: (0.14x, no native bf16) took 204 s of the default profile's 348 s of shared arm processes (fc5d8fc).
+#: An arm whose parity call and the warm call after it both take at least this many times fp32 eager's warm call
+#: is timed in the first round only (``ArmsResult`` records ``timed_once``; the warm call was its warm-up). Its
+#: processes, when there are several, still give it a spread. On the 2-core AVX2 EPYC the two bf16 arms (0.14x, no
+#: native bf16; 9 s a call at batch 8) took 204 s of the default profile's 348 s of shared arm processes
+#: (fc5d8fc): parity call, warm-up and two rounds each.
 SLOW_ARM_FACTOR = 3.0
 
 
-def is_slow_arm(first_call_s: float, reference_call_s: float | None) -> bool:
-    """Whether an arm's first (parity) call marks it slow: at least :data:`SLOW_ARM_FACTOR` x fp32 eager's warm
-    call. A first call carries one-time costs, so a fast arm whose first call is slow is timed less, never
-    misjudged: its timed call still comes after that first one."""
-    return reference_call_s is not None and reference_call_s > 0 and first_call_s >= SLOW_ARM_FACTOR * reference_call_s
+def is_slow_arm(call_s: float, reference_call_s: float | None) -> bool:
+    """Whether one call of an arm took at least :data:`SLOW_ARM_FACTOR` x fp32 eager's warm call. ``measure``
+    asks it of the parity call, and only then of a warm call too: a first call may carry one-time costs (kernel
+    loading, CUDA algorithm choice), and an arm is marked slow only when warm it still is."""
+    return reference_call_s is not None and reference_call_s > 0 and call_s >= SLOW_ARM_FACTOR * reference_call_s
 
 
 def compile_mode_of(features) -> str | None:
@@ -428,14 +430,19 @@ def measure(spec: ArmsSpec | dict) -> ArmsResult:
                 rec.update(setup_s=setup_s, notes=notes, diffs=diffs, parity_ok=within_tolerance(diffs, arm.tolerance))
                 if name == REFERENCE:
                     ref_call_s = first_s if warmup == 0 else time_calls(fn, device, warmup - 1, 1)[0]
-                elif is_slow_arm(first_s, ref_call_s):
-                    # its parity call already ran its kernels once; a warm-up and more rounds would only repeat
-                    # a verdict far from 1x (bf16 autocast without native bf16: 0.14x, 9 s a call at batch 8)
-                    rec["timed_once"] = (f"parity call {first_s:.2f} s >= {SLOW_ARM_FACTOR:g}x fp32 eager's "
-                                         f"{ref_call_s:.2f} s: no warm-up, timed in the first round only")
                 else:
-                    for _ in range(warmup):
-                        fn()
+                    # a slow parity call is checked warm (a first call may only be loading kernels: CUDA picks
+                    # its algorithms then); that timed call is the arm's first warm-up call either way
+                    warm_s = time_calls(fn, device, 0, 1)[0] if warmup and is_slow_arm(first_s, ref_call_s) else None
+                    if warm_s is not None and is_slow_arm(warm_s, ref_call_s):
+                        # more rounds would repeat a verdict far from 1x (bf16 autocast without native bf16:
+                        # 0.14x, 9 s a call at batch 8)
+                        rec["timed_once"] = (f"parity call {first_s:.2f} s and warm call {warm_s:.2f} s >= "
+                                             f"{SLOW_ARM_FACTOR:g}x fp32 eager's {ref_call_s:.2f} s: timed in the "
+                                             f"first round only")
+                    else:
+                        for _ in range(warmup - (warm_s is not None)):
+                            fn()
                 fns[name] = fn
             except Exception as err:  # noqa: BLE001  (recorded; the other arms go on)
                 rec["error"] = f"{type(err).__name__}: {str(err)[:1500]}"
@@ -444,10 +451,10 @@ def measure(spec: ArmsSpec | dict) -> ArmsResult:
         order = list(fns)
         times: dict = {n: [] for n in order}
         for r in range(rounds):
-            k = r % len(order)
-            for name in order[k:] + order[:k]:
-                if r and result.arms[name].get("timed_once"):
-                    continue
+            # after the first round, rotate over the arms still timed (slow ones sat out)
+            active = [n for n in order if r == 0 or not result.arms[n].get("timed_once")]
+            k = r % len(active)
+            for name in active[k:] + active[:k]:
                 try:
                     times[name] += time_calls(fns[name], device, 0, iters)
                 except Exception as err:  # noqa: BLE001

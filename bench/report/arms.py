@@ -134,17 +134,23 @@ def best_arm_sentence(res: Results) -> str:
 
 
 def timed_once_sentence(res: Results) -> str:
-    """The arms the slow-arm rule timed once per process (``bench.measure.arms.is_slow_arm``); "" when none."""
+    """The arms the slow-arm rule timed in one round (``bench.measure.arms.is_slow_arm``), each with the count of
+    its processes that did so and its gain; "" when none."""
     from ..measure.arms import ARMS, SLOW_ARM_FACTOR
 
     v = extras_variant(res)
-    names = [n for n in ARMS if (g := ok_row(res, v, f"arm/{n}/gain"))
-             and any(p.get("timed_once") for p in [g.extra, *g.extra.get("per_repeat", [])])]
-    if not names:
+    named = []
+    for n in ARMS:
+        g = ok_row(res, v, f"arm/{n}/gain")
+        per = g.extra.get("per_repeat", []) if g else []
+        k = sum(1 for p in per if p.get("timed_once"))
+        if k:
+            named.append(f"`{n}` ({fmt_iqr(g)}x; {k} of {len(per)} processes)")
+    if not named:
         return ""
-    return (f"Timed once per process, without a warm-up, because each first (parity) call took >= "
-            f"{SLOW_ARM_FACTOR:g}x fp32 eager's warm call (more calls would not move a verdict that far from 1x; "
-            f"their spread still comes from their processes): {', '.join(f'`{n}`' for n in names)}.")
+    return (f"Timed in the first round only (its calls in that round, after the parity call), where the parity call "
+            f"and one warm call each took >= {SLOW_ARM_FACTOR:g}x fp32 eager's warm call: " + ", ".join(named)
+            + ". Their gain divides eager's median over every round by that round's.")
 
 
 def section(res: Results) -> list[str]:

@@ -101,8 +101,10 @@ def roofline_table(res: Results) -> list[dict]:
         if p32:
             frac = achieved / p32.value
             rng = ""
-            if fps.stats and fps.stats.n > 1:
-                rng = f" [{100 * p['flops'] * fps.stats.q1 / p32.value:.0f}, {100 * p['flops'] * fps.stats.q3 / p32.value:.0f}]"
+            if (fps.stats and fps.stats.n > 1) or (p32.stats and p32.stats.n > 1):
+                f1, _, f3 = _quartiles(fps)
+                lo, hi = _fraction_bounds(p["flops"], f1, f3, p32)  # the interval the verdicts read
+                rng = f" [{100 * lo:.0f}, {100 * hi:.0f}]"
             rec["% of fp32 peak"] = f"{100 * frac:.0f}{rng}"
         else:
             rec["% of fp32 peak"] = "no peak measured"
@@ -213,7 +215,8 @@ def section(res: Results, rejected=frozenset()) -> list[str]:
     return ["\n## Roofline: achieved FLOP/s against the measured matmul peak\n",
             "Peak: square `torch.matmul` at several sizes, best size's median (`torch.utils.benchmark`), "
             "in this run, at the run's thread count; reduced precisions only where the device has them "
-            "natively. Achieved = FLOPs per image (2*MACs, forward) x images/s.\n",
+            "natively. Achieved = FLOPs per image (2*MACs, forward) x images/s; a share's brackets run from the "
+            "images/s q1 over the peak's q3 to the images/s q3 over the peak's q1 (the interval its verdicts read).\n",
             md(peaks), md(roofline_table(res)), "\n" + " ".join(x for x in (roofline_sentence(res),
                                                                              exact_arm_sentence(res, rejected)) if x)
             + "\n"]
