@@ -123,14 +123,16 @@ def test_parameter_counts_per_component_match_independent_counts(tiny_model):
     backbone = timm.create_model(cfg.image.backbone, features_only=True, out_indices=(1, 2), img_size=96,
                                  **cfg.image.backbone_kwargs)
     assert _count(tiny_model.image_encoder.backbone) == _count(backbone)
-    # text encoder: MiniLM-L6 (22.7M) frozen, its projection trains
+    d = cfg.out_dim
+    # a fusion or text context layer: 2 LayerNorm + attention (4 d*d + 4 d) + FFN (d*4d + 4d + 4d*d + d)
+    per_layer = 2 * 2 * d + 4 * d * d + 4 * d + 8 * d * d + 5 * d
+    # text encoder: MiniLM-L6 (22.7M) frozen; its projection and context layers train
     assert _count(tiny_model.text_encoder.model) == 22_713_216
-    assert _count(tiny_model.text_encoder, trainable=True) == _count(tiny_model.text_encoder.proj)
+    assert _count(tiny_model.text_encoder, trainable=True) == (_count(tiny_model.text_encoder.proj)
+                                                               + cfg.text.context_layers * per_layer)
     parts = ["image_encoder", "text_encoder", "fusion", "box_head"]
     assert sum(_count(getattr(tiny_model, p)) for p in parts) == _count(tiny_model)
-    d = cfg.out_dim
-    # fusion = per layer: 2 LayerNorm + attention (4 d*d + 4 d) + FFN (d*4d + 4d + 4d*d + d), then a final norm
-    per_layer = 2 * 2 * d + 4 * d * d + 4 * d + 8 * d * d + 5 * d
+    # fusion: its layers, then a final norm
     assert _count(tiny_model.fusion) == cfg.fusion.num_layers * per_layer + 2 * d
 
 

@@ -93,7 +93,7 @@ def test_the_switch_reaches_the_detector_and_its_onnx_graph():
     from ovd.onnx_backend import OnnxDetector
 
     torch.manual_seed(0)
-    model = ovd.create_model("optimized-tiny", {"text.phrase_attention": True}).eval()
+    model = ovd.create_model("optimized-tiny", {"text.phrase_attention": True, "text.context_layers": 0}).eval()
     assert model.text_encoder.phrase_attention and not ovd.get_config("optimized-tiny").text.phrase_attention
     pixels = torch.rand(2, 3, 96, 96)
     enc = model.tokenize(["red circle . blue square . green triangle", "yellow cross"])
@@ -103,3 +103,8 @@ def test_the_switch_reaches_the_detector_and_its_onnx_graph():
                                             enc["attention_mask"])
     assert (out["pred_logits"].sigmoid() - ref["pred_logits"].sigmoid()).abs().max() < 1e-4
     assert (out["pred_boxes"] - ref["pred_boxes"]).abs().max() < 1e-4
+
+
+def test_context_layers_and_phrase_attention_are_refused_together():
+    with pytest.raises(ValueError, match="context_layers=0"):
+        ovd.get_config("optimized-tiny", {"text.phrase_attention": True})

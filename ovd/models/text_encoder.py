@@ -106,6 +106,23 @@ def phrase_attention(input_ids: torch.Tensor, attention_mask: torch.Tensor, sepa
     return allowed, torch.where(in_phrase, position_ids, torch.zeros_like(position_ids))
 
 
+class TextContextLayer(nn.Module):
+    """Pre-norm self-attention + FFN over projected text tokens (B, T, D); padding (B, T) bool, True = pad."""
+
+    def __init__(self, dim: int, num_heads: int = 4) -> None:
+        super().__init__()
+        from .layers import CrossAttention, build_mlp
+
+        self.norm_attn, self.norm_ffn = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = CrossAttention(dim, num_heads, impl="sdpa")
+        self.ffn = build_mlp("torchvision", dim, 4 * dim, dim, num_layers=2)
+
+    def forward(self, tokens: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        x = self.norm_attn(tokens)
+        tokens = tokens + self.attn(x, x, x, key_padding_mask=padding)
+        return tokens + self.ffn(self.norm_ffn(tokens))
+
+
 class TextEncoder(nn.Module):
     """input_ids/attention_mask (B, T) -> tokens (B, T, D) projected to out_dim.
 
@@ -113,7 +130,7 @@ class TextEncoder(nn.Module):
     :data:`~ovd.processor.PHRASE_SEPARATOR` do not attend to each other (:func:`phrase_attention`)."""
 
     def __init__(self, name_or_path: str, out_dim: int, frozen: bool = True, pretrained: bool = True,
-                 phrase_attention: bool = False) -> None:
+                 phrase_attention: bool = False, context_layers: int = 0) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel
         from transformers.utils import logging as hf_logging
@@ -138,6 +155,7 @@ class TextEncoder(nn.Module):
             self.model.eval()
         hidden = self.model.config.hidden_size
         self.proj = nn.Sequential(nn.Linear(hidden, out_dim), nn.LayerNorm(out_dim))
+        self.context = nn.ModuleList(TextContextLayer(out_dim) for _ in range(context_layers))
         self.max_positions = getattr(self.model.config, "max_position_embeddings", 512)
         self.phrase_attention = bool(phrase_attention)
         if self.phrase_attention:
@@ -157,7 +175,11 @@ class TextEncoder(nn.Module):
                 hidden = self.model(**inputs).last_hidden_state
         else:
             hidden = self.model(**inputs).last_hidden_state
-        return self.proj(hidden)
+        tokens = self.proj(hidden)
+        padding = attention_mask == 0
+        for layer in self.context:
+            tokens = layer(tokens, padding)
+        return tokens
 
     def _model_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
         if not self.phrase_attention:
