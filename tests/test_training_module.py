@@ -216,25 +216,53 @@ def test_ddp_resume_from_a_ddp_checkpoint(small_root, tmp_path):
     assert resumed["global_step"] == 4 and resumed["world_size"] == 2
 
 
+def _sigint_default_and_unblocked():
+    """preexec_fn: the child finds SIGINT as a terminal's Ctrl-C would. A job started with `&` by a
+    non-interactive shell (a CI script) inherits SIGINT ignored, which Python keeps; a harness may also pass it
+    blocked in the signal mask, which exec keeps and Python never undoes: then the signal stays pending."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _signal_state(pid: int) -> str:
+    """The SigPnd/ShdPnd/SigBlk/SigIgn/SigCgt lines of /proc/PID/status (hex masks; SIGINT is bit 1)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "; ".join(line.strip() for line in f if line.startswith(("SigPnd", "ShdPnd", "SigBlk", "SigIgn",
+                                                                             "SigCgt")))
+    except OSError as e:
+        return f"no /proc/{pid}/status ({e})"
+
+
 @pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint(small_root, tmp_path):
     import signal
     import time
 
     out = tmp_path / "interrupted"
-    cmd = [sys.executable, "-m", "ovd.cli", "train", "--preset", "optimized-tiny", "--data-root", str(small_root),
-           "--max-steps", "100000", "--batch-size", "2", "--out", str(out)]
-    # A job started with `&` by a non-interactive shell (a CI script) inherits SIGINT ignored, and Python then
-    # keeps it ignored: give the child the default disposition, as a terminal's Ctrl-C would find it.
+    # -X faulthandler: if the child does not stop after Ctrl-C, SIGABRT makes it print every thread's stack.
+    cmd = [sys.executable, "-X", "faulthandler", "-m", "ovd.cli", "train", "--preset", "optimized-tiny",
+           "--data-root", str(small_root), "--max-steps", "100000", "--batch-size", "2", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=_sigint_default_and_unblocked)
     deadline = time.time() + 120
-    while time.time() < deadline and not list(out.glob("tb/*/events.out.tfevents*")):
+    while time.time() < deadline and proc.poll() is None and not list(out.glob("tb/*/events.out.tfevents*")):
         time.sleep(0.5)
     time.sleep(3)  # a few training steps
+    before = _signal_state(proc.pid)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        after = _signal_state(proc.pid)
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=60)
+        pytest.fail(f"ovd train went on for 90 s after SIGINT.\nsignal state before SIGINT: {before}\n"
+                    f"90 s after: {after}\nstderr tail (with the faulthandler stacks):\n{err[-6000:]}")
     ckpt = out / "checkpoints" / "interrupted.ckpt"
-    assert ckpt.exists(), err[-2000:]
+    assert ckpt.exists(), f"exit {proc.returncode}; signal state before SIGINT: {before}\n{err[-3000:]}"
+    assert "Detected KeyboardInterrupt" in err, err[-3000:]
     module = load_checkpoint(ckpt)
     assert module.config.name == "optimized-tiny"
