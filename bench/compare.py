@@ -15,7 +15,8 @@ Refused (:class:`IncomparableResults`) when the two runs differ in profile name,
     else ``roofline/peak_{dtype}``). Dividing by a peak measured in the same run cancels the machine (a CPU
     twice as fast doubles both), not its momentary load (see the tolerance rule);
   * **latency p50** at batch 1 and N, only with ``gate_latency`` (``ovd-bench compare --gate-latency``) and when
-    both runs name the same machine (``device`` and ``cpu_model``); otherwise listed, not gated. Raw milliseconds
+    both runs name the same machine (``device``, ``cpu_model`` and, where both record it, ``cpu_features``);
+    otherwise listed, not gated. Raw milliseconds
     from two sessions are off by default: a shared VM drifts between sessions in ways no within-run spread sees.
     On CI's 2-core EPYC the same code's fastest b1 process read 82 ms (the reference), 73 ms (CI, 2026-11-30 01:44)
     and, ten minutes later, 81 ms in one of 8 processes and over 106 ms in the other seven; three of those, drawn
@@ -25,7 +26,7 @@ Refused (:class:`IncomparableResults`) when the two runs differ in profile name,
 - A metric that was measured in REFERENCE but errors in NEW fails. Improvements never fail.
 - Except: a measurement of the machine itself (group "machine": the bf16 and int8 matmul peaks) that NEW's
   machine does not offer (a not-measured row with its reason; a missing row fails) passes as "not gated" when the
-  two runs name different machines (``device`` / ``cpu_model``): a reference made on a CPU with AVX512-BF16 and
+  two runs name different machines (``device`` / ``cpu_model`` / ``cpu_features``): a reference made on a CPU with AVX512-BF16 and
   VNNI still gates an AVX2-only one. On the same machine its absence fails like any other row's.
 
 Statistic of the speed checks (ratios, efficiency, latency): each run's **fastest process** (max FPS, samples/s
@@ -179,7 +180,11 @@ def environment_differences(reference: Results, new: Results) -> list[str]:
 
 
 def _same_machine(reference: Results, new: Results) -> tuple[bool, str]:
+    """Same ``device`` and ``cpu_model``, and same ``cpu_features`` where both files record them (older ones
+    do not): "AMD EPYC" names hosts with and without AVX-512 bf16."""
     keys = ("device", "cpu_model")
+    if all(r.environment.get("cpu_features") is not None for r in (reference, new)):
+        keys += ("cpu_features",)
     a = tuple(reference.environment.get(k) for k in keys)
     b = tuple(new.environment.get(k) for k in keys)
     return a == b and None not in a, f"{' / '.join(map(str, a))} vs {' / '.join(map(str, b))}"

@@ -25,6 +25,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: The instruction-set flags that decide which arms can be fast (bf16 and int8 GEMMs), in this order. Two hosts
+#: with the same ``cpu_model`` ("AMD EPYC" under KVM) can differ here by 10x on the bf16 arm.
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16",
+                "amx_int8", "asimd", "sve", "sve2", "bf16", "i8mm")
+
+
+def cpu_features(cpuinfo: str | None = None) -> str | None:
+    """The :data:`CPU_FEATURES` flags the CPU reports, space-separated in that order ("" when none); None when
+    ``/proc/cpuinfo`` cannot be read (not Linux). ``cpuinfo`` is the file's text (for tests)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    for line in cpuinfo.splitlines():
+        # x86 names the list "flags", arm64 "Features"; every core lists the same, so the first line does
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            present = set(value.split())
+            return " ".join(f for f in CPU_FEATURES if f in present)
+    return None
+
+
 #: A machine without ``.git`` (a GPU box that got a copy of the tree) is told the commit by its host.
 COMMIT_ENV = "OVD_BENCH_GIT_COMMIT"
 UNKNOWN = "unknown"
@@ -137,6 +160,7 @@ def capture(command: str | None = None, threads: int | None = None) -> dict:
         "cuda_driver": cuda_driver_version() if torch.cuda.is_available() else None,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "cpu_model": cpu_model(),
+        "cpu_features": cpu_features(),
         "cpu_count": os.cpu_count(),
         "threads": threads if threads is not None else torch.get_num_threads(),
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,

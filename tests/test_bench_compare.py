@@ -268,3 +268,28 @@ def test_cli_refuses_incomparable_runs_with_one_line(tmp_path, capsys):
     make_results(seed=1, slowdown=1.25).save(new)
     assert main(["compare", str(ref), str(new)]) == 1
     assert "REGRESSION" in capsys.readouterr().out
+
+
+def test_same_cpu_model_with_other_instruction_sets_is_another_machine():
+    """Two KVM hosts both say "AMD EPYC"; their ISA flags tell them apart once both files record them."""
+    avx2 = {"cpu_model": "AMD EPYC", "cpu_features": "avx2 fma"}
+    avx512 = {"cpu_model": "AMD EPYC", "cpu_features": "avx2 fma avx512f avx512_bf16 avx512_vnni"}
+    ref = make_results(seed=0, env=avx2)
+    lat = [c for c in compare(ref, make_results(seed=1, env=avx512), gate_latency=True).checks if c.kind == "latency"]
+    assert lat and all("not gated: different machines" in c.note for c in lat)
+    lat = [c for c in compare(ref, make_results(seed=1, env=avx2), gate_latency=True).checks if c.kind == "latency"]
+    assert lat and not any("not gated" in c.note for c in lat)
+    # an older reference without the key: the model alone decides, as before
+    lat = [c for c in compare(make_results(seed=0), make_results(seed=1, env=avx512), gate_latency=True).checks
+           if c.kind == "latency"]
+    assert lat and not any("not gated" in c.note for c in lat)
+
+
+def test_cpu_features_reads_the_flags_that_decide_the_arms():
+    from bench.env import cpu_features
+
+    x86 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx2 fma avx512f avx512_vnni avx512_bf16 amx_int8\n"
+    assert cpu_features(x86) == "avx2 fma avx512f avx512_bf16 avx512_vnni amx_int8"  # CPU_FEATURES order
+    assert cpu_features("Features\t: fp asimd sve i8mm\n") == "asimd sve i8mm"
+    assert cpu_features("flags\t: fpu sse sse2\n") == ""
+    assert cpu_features("model name\t: no flags line\n") is None

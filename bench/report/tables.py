@@ -3,6 +3,7 @@ inference FPS/latency, failures, and the machine. Each function returns plain ro
 
 from __future__ import annotations
 
+from ..env import CPU_FEATURES
 from ..results import Results
 from .format import fmt, group, infer_batch, ok_row
 from .judge import fmt_change, ratio_of
@@ -21,7 +22,7 @@ BREAKDOWN = ("image_encoder", "text_encoder", "fusion", "box_head", "pre_post_pr
 
 PARAM_COLUMNS = ("image_backbone", "image_encoder", "text_encoder", "fusion", "box_head", "total", "trainable")
 
-ENV_KEYS = ("cpu_model", "cpu_count", "device", "threads", "torch", "cuda", "python", "platform",
+ENV_KEYS = ("cpu_model", "cpu_features", "cpu_count", "device", "threads", "torch", "cuda", "python", "platform",
             "git_commit", "git_dirty", "source_hash", "date_utc", "loadavg", "suite_seconds", "global_overrides")
 
 
@@ -119,7 +120,10 @@ def machine_line(res: Results) -> str:
     pinned = "" if torch_version.split("+")[0] == PINNED_TORCH else (
         f" **torch {torch_version} is not the pinned {PINNED_TORCH}** (the device's preinstalled build): numbers "
         "are this torch's.")
-    return (f"Machine `{env.get('machine_kind', '?')}`: {env.get('device', '?')} ({env.get('cpu_model', '?')}, "
+    # older results files have no cpu_features: the line then names the model alone
+    features = f"; {env['cpu_features'] or 'none of ' + '/'.join(CPU_FEATURES[:5])}" \
+        if env.get("cpu_features") is not None else ""
+    return (f"Machine `{env.get('machine_kind', '?')}`: {env.get('device', '?')} ({env.get('cpu_model', '?')}{features}, "
             f"{env.get('threads', prof.get('threads', '?'))} threads), torch {torch_version}{cuda}; training "
             f"batch {prof.get('train_batch', '?')}, inference batch {infer_batch(res)}, precision per preset. "
             f"Absolute figures are this machine's; ratios (x) are what carries to another machine.{pinned}")
