@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..config import BUNDLED_TEXT_ENCODER
+from .layers import CrossAttention, build_mlp
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,6 @@ class TextContextLayer(nn.Module):
 
     def __init__(self, dim: int, num_heads: int = 4) -> None:
         super().__init__()
-        from .layers import CrossAttention, build_mlp
-
         self.norm_attn, self.norm_ffn = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = CrossAttention(dim, num_heads, impl="sdpa")
         self.ffn = build_mlp("torchvision", dim, 4 * dim, dim, num_layers=2)

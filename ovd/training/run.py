@@ -284,7 +284,8 @@ class InterruptCheckpoint(Callback):
     def on_exception(self, trainer, pl_module, exception) -> None:
         if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            trainer.save_checkpoint(str(self.path))
+            # a full checkpoint (optimizer, schedule, loop state): --resume continues from it
+            trainer.save_checkpoint(str(self.path), weights_only=False)
             log.warning("interrupted: checkpoint saved to %s; resume with --resume %s", self.path, self.path)
 
 
