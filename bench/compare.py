@@ -8,7 +8,9 @@ Refused (:class:`IncomparableResults`) when the two runs differ in profile name,
   so a reference made on one machine gates another. Speed ratios may not fall by more than
   ``speed_tolerance`` (relative), memory ratios may not rise by more than ``memory_tolerance``.
   A ratio cannot see a change that slows every variant alike (shared code: the image encoder, the
-  data path), hence the three checks below.
+  data path), hence the three checks below. A ratio whose variants ran at another precision in NEW than in
+  REFERENCE (``train.precision: auto`` is bf16 on a CPU with AVX512-BF16 or AMX, fp32 on an AVX2 one) is listed,
+  not gated: it answers another question (bf16 training on a Zen 5 EPYC: 2.1x the samples/s, 1.35x the memory).
 - Root variants (no ``reference``; peers excluded) are also gated on
   * **efficiency**: achieved FLOP/s (``flops/per_image`` x ``infer/fps_b{N}`` at the profile's inference
     batch N) / the same run's measured matmul peak for that precision (``roofline/peak_{dtype}_torch``,
@@ -26,8 +28,8 @@ Refused (:class:`IncomparableResults`) when the two runs differ in profile name,
 - A metric that was measured in REFERENCE but errors in NEW fails. Improvements never fail.
 - Except: a measurement of the machine itself (group "machine": the bf16 and int8 matmul peaks) that NEW's
   machine does not offer (a not-measured row with its reason; a missing row fails) passes as "not gated" when the
-  two runs name different machines (``device`` / ``cpu_model`` / ``cpu_features``): a reference made on a CPU with AVX512-BF16 and
-  VNNI still gates an AVX2-only one. On the same machine its absence fails like any other row's.
+  two runs name different machines (``device`` / ``cpu_model`` / ``cpu_features``): a reference made on a CPU
+  with AVX512-BF16 and VNNI still gates an AVX2-only one. On the same machine its absence fails like any other row's.
 
 Statistic of the speed checks (ratios, efficiency, latency): each run's **fastest process** (max FPS, samples/s
 and peak; min latency), not the median over processes. Contention on a shared host only ever adds time, so it
@@ -348,6 +350,24 @@ def _ratio(res: Results, variant: str, metric: str, speed: bool) -> float | None
     return a / b if b else None
 
 
+def _precisions(res: Results, variant: str, metric: str) -> tuple[str | None, str | None]:
+    """The precision ``variant``'s ``metric`` and its reference variant's ran at (None where not recorded)."""
+    ref_name = (res.variants.get(variant) or {}).get("reference")
+    rows = res.get(variant, metric), res.get(ref_name, metric) if ref_name else None
+    return tuple((r.extra or {}).get("precision") if r else None for r in rows)
+
+
+def _precision_change(reference: Results, new: Results, variant: str, metric: str) -> str:
+    """Why a ratio cannot be gated: a side ran at another precision in NEW than in REFERENCE ("auto" resolves by
+    machine: bf16 on a CPU with AVX512-BF16 or AMX, fp32 on an AVX2 one), so the two ratios answer different
+    questions; "" when every recorded precision matches."""
+    ref, new_ = _precisions(reference, variant, metric), _precisions(new, variant, metric)
+    if any(a and b and a != b for a, b in zip(ref, new_)):
+        return (f"not gated: precision {'/'.join(map(str, ref))} in the reference, {'/'.join(map(str, new_))} in NEW "
+                "(train.precision auto resolves by machine)")
+    return ""
+
+
 def _speed_metrics(res: Results) -> list[str]:
     return sorted({r.metric for r in res.rows if r.metric.startswith("infer/fps_") or r.metric == "train/samples_per_s"})
 
@@ -405,6 +425,10 @@ def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memo
             label = f"{metric} ratio vs {ref_name}" + (" (fastest processes)" if higher else "")
             if r_new is None:
                 cmp.checks.append(Check(variant, label, "ratio", r_ref, None, "present", False, "ratio missing in NEW"))
+                continue
+            changed = _precision_change(reference, new, variant, metric)
+            if changed:
+                cmp.checks.append(Check(variant, label, "ratio", r_ref, r_new, "-", True, changed))
                 continue
             if higher:
                 ok = r_new >= r_ref * (1 - speed_tolerance)

@@ -15,13 +15,18 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def cpu_model() -> str:
+def _read_cpuinfo() -> str | None:
+    """The text of ``/proc/cpuinfo``, or None where it cannot be read (not Linux)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
+        return None
+
+
+def cpu_model() -> str:
+    for line in (_read_cpuinfo() or "").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
@@ -35,9 +40,8 @@ def cpu_features(cpuinfo: str | None = None) -> str | None:
     """The :data:`CPU_FEATURES` flags the CPU reports, space-separated in that order ("" when none); None when
     ``/proc/cpuinfo`` cannot be read (not Linux). ``cpuinfo`` is the file's text (for tests)."""
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
+        cpuinfo = _read_cpuinfo()
+        if cpuinfo is None:
             return None
     for line in cpuinfo.splitlines():
         # x86 names the list "flags", arm64 "Features"; every core lists the same, so the first line does

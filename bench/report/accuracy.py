@@ -112,7 +112,8 @@ def accuracy_section(res: Results, out_dir: str | Path, label: str | None = None
               "name gets one at IoU >= 0.5 (issue 13's first question, far easier than the whole vocabulary). "
               "Time to target uses val vocab mAP50 (on the first 100 val images). "
               "A seed that missed the target counts as more than its budget.\n",
-              md(final_table(res)), "\n### Curve (val split, median over seeds)\n", md(curve_table(res))]
+              md(final_table(res)), "\n### Curve (val split, median over seeds; vocab mAP50 on the first 100 val images, "
+              "as time to target; the table above scores all)\n", md(curve_table(res))]
     png = curve_plot(res, Path(out_dir))
     if png:
         parts.append(f"\n![{png}]({png})\n")
