@@ -62,7 +62,8 @@ def now(device) -> float:
 
 def resolve_precision(precision: str, device) -> str:
     """Config precision -> what actually runs: "fp32", "fp16" or "bf16" (``ovd.training.step``'s rule:
-    ``auto`` = fp16 autocast + GradScaler on CUDA, fp32 on the CPU)."""
+    ``auto`` = fp16 autocast + GradScaler on CUDA, bf16 autocast on a CPU with AVX512-BF16 or AMX, fp32 on
+    other CPUs)."""
     from ovd.training.step import resolve_precision as resolve
 
     return resolve(precision, getattr(device, "type", str(device).split(":")[0]))

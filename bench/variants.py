@@ -182,8 +182,8 @@ VARIANTS.update(PEER_VARIANTS)
 VARIANTS["baseline+bf16"] = preset_variant("baseline+bf16", "baseline", {"train.precision": "bf16-mixed"},
                                            "bf16 autocast instead of fp32", "baseline", "ladder")
 VARIANTS["optimized+bf16"] = preset_variant("optimized+bf16", "optimized", {"train.precision": "bf16-mixed"},
-                                            "bf16 autocast instead of the preset's auto (fp16 on CUDA, fp32 on "
-                                            "CPU)", "optimized", "ladder")
+                                            "bf16 autocast instead of the preset's auto (fp16 on CUDA, bf16 on a "
+                                            "CPU with AVX512-BF16 or AMX, fp32 on other CPUs)", "optimized", "ladder")
 #: Training arms of the GPU campaign (issue 9), each against the optimized preset: AdamW's fused kernel and a
 #: compiled training step (bf16 autocast is optimized+bf16 above), then all three together.
 VARIANTS["optimized+fused-adamw"] = preset_variant(

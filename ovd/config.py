@@ -170,7 +170,8 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    # "auto": mixed precision where a GPU is present, fp32 on the CPU (the seed's behaviour).
+    # "auto": mixed precision where the hardware computes it natively: fp16 on CUDA, bf16 on a CPU with
+    # AVX512-BF16 or AMX, fp32 on other CPUs (ovd.training.step.resolve_precision).
     precision: str = "auto"
     scheduler: str = "cosine"
     batch_size: int = 16
@@ -351,7 +352,8 @@ _TINY_SWIN_LARGER = dict(embed_dim=64, depths=(2, 2, 4), num_heads=(2, 4, 8), wi
 # Hard negatives (``hard_negative_share``: names sharing a word with an object of the image) stay off. On the AVX-512
 # EPYC (2026-12-01, optimized-tiny, 600 training seconds, text context layer) share 0.5 read val vocab mAP50
 # 0.490 / 0.498 (seeds 0 / 1) in bare train_and_evaluate runs, but 0.421 / 0.448 in the accuracy profile, where 0
-# reads 0.460 / 0.470: the same seed moved 0.07 between the two runs, more than the effect. Share 1.0: 0.403.
+# read 0.455 / 0.475 and, in a later run of the same code, 0.423 / 0.478: the same seed moved 0.03-0.07 between
+# runs, more than the effect. Share 1.0: 0.403.
 # One trainable text self-attention layer over the frozen encoder's projected tokens, in every preset (issue 13):
 # optimized-tiny, seed 0, 10 training minutes, AVX2 EPYC (2026-11-30), against the same-session run without it:
 # probe absent false positives 12.5% -> 3.5% of val images, grounding val mAP50 0.799 -> 0.820, vocabulary

@@ -9,6 +9,7 @@ from bench.measure.ceiling import CeilingResult, CeilingSpec, measure, timm_kwar
 from bench.measure.specs import SpecError
 from bench.report.ceiling import MACHINE, ceiling_section, ceiling_table
 from bench.results import Results, Row, Stats, aggregate
+from ovd.training.step import resolve_precision
 
 # -- measurement --------------------------------------------------------------------------------
 
@@ -25,7 +26,7 @@ def test_tiny_measurement_gives_every_row_positive(tiny_result):
     for r in rows.values():
         assert r.status == "ok" and r.value > 0, r
     fps = rows["ceiling/e2e_fps"]
-    assert fps.unit == "images/s" and fps.extra["batch_size"] == 1 and fps.extra["precision"] == "fp32"
+    assert fps.unit == "images/s" and fps.extra["batch_size"] == 1 and fps.extra["precision"] == resolve_precision("auto", "cpu")
     assert len(fps.extra["calls"]) == 2  # rounds x iters
     # the ratio is the median of per-round ratios of the same calls
     c = tiny_result.calls_s

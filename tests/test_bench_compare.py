@@ -293,3 +293,27 @@ def test_cpu_features_reads_the_flags_that_decide_the_arms():
     assert cpu_features("Features\t: fp asimd sve i8mm\n") == "asimd sve i8mm"
     assert cpu_features("flags\t: fpu sse sse2\n") == ""
     assert cpu_features("model name\t: no flags line\n") is None
+
+
+def _with_precision(res: Results, variant: str, precision: str, speed_factor: float) -> Results:
+    """``variant``'s rows as if it ran at ``precision``, its speeds times ``speed_factor``."""
+    rows = []
+    for r in res.rows:
+        if r.variant == variant and r.metric.startswith(("train/", "infer/fps")):
+            samples = [x * speed_factor for x in r.samples]
+            r = Row(r.variant, r.metric, Stats.of(samples).median, r.unit, samples, Stats.of(samples),
+                    extra={**r.extra, "precision": precision})
+        rows.append(r)
+    return dataclasses.replace(res, rows=rows)
+
+
+def test_a_ratio_at_another_precision_is_listed_not_gated():
+    # "auto" is bf16 on an AVX512-BF16 CPU and fp32 on an AVX2 one: their ratios answer different questions
+    reference = make_results(seed=0)
+    same_precision = _with_precision(make_results(seed=1), "optimized-tiny", "fp32", 0.3)
+    assert "ratio" in _failed_kinds(compare(reference, same_precision))
+    other_precision = _with_precision(make_results(seed=1), "optimized-tiny", "bf16", 0.3)
+    cmp = compare(reference, other_precision)
+    assert cmp.passed, cmp.table(only_failures=True)
+    notes = [c.note for c in cmp.checks if c.variant == "optimized-tiny" and c.kind == "ratio"]
+    assert notes and all("not gated: precision fp32/fp32 in the reference, bf16/fp32 in NEW" in n for n in notes)

@@ -91,8 +91,16 @@ def test_non_finite_loss_raises_before_touching_the_weights(batches):
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def test_precision_resolution():
-    assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda") == "fp16"
+@pytest.mark.parametrize("native_bf16, on_cpu", [(False, "fp32"), (True, "bf16")])
+def test_precision_resolution(monkeypatch, native_bf16, on_cpu):
+    # "auto" follows the CPU: bf16 autocast only where it has bf16 matrix instructions (AVX2 emulates it, ~10x slower)
+    import ovd.training.run as run
+    import ovd.training.step as step
+
+    monkeypatch.setattr(step, "cpu_computes_bf16", lambda: native_bf16)
+    assert resolve_precision("auto", "cpu") == on_cpu and resolve_precision("auto", "cuda") == "fp16"
+    lightning_name = {"fp32": "32-true", "bf16": "bf16-mixed"}[on_cpu]
+    assert run.resolve_precision("auto", "cpu") == lightning_name and run.resolve_precision("32-true", "cpu") == "32-true"
     assert resolve_precision("bf16-mixed", "cpu") == "bf16"
     with pytest.raises(ValueError, match="train.precision"):
         resolve_precision("int8", "cpu")

@@ -238,7 +238,7 @@ def measure_static(spec: PeerSpec | dict) -> PeerStaticResult:
 def measure_speed(spec: PeerSpec | dict):
     """Inference FPS and latency at batch 1 and ``infer_batch`` (forward only; the peers' own
     post-processing is not timed), at ``precision`` ("auto": as our optimized preset: fp16 autocast on
-    CUDA, fp32 on the CPU)."""
+    CUDA, bf16 on a CPU with AVX512-BF16 or AMX, else fp32)."""
     import torch
 
     from bench.common import resolve_device

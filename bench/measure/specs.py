@@ -247,7 +247,7 @@ class PeerSpec(ModelSpec):
     image_size: int = 224  # pixels per side
     prompt_tokens: int | None = None  # None: our fixed prompt's token count
     flops: bool = True  # peer_static: also count FLOPs
-    precision: str = "auto"  # "auto": fp16 autocast on CUDA, fp32 on the CPU (as our optimized preset)
+    precision: str = "auto"  # "auto": as our optimized preset (fp16 on CUDA, bf16 on a bf16-native CPU, else fp32)
     infer_batch: int = 8  # peer_speed
     batch_size: int | None = None  # peer_memory (None: 8)
     warmup: int = 1

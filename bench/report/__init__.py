@@ -44,6 +44,15 @@ def _header(res: Results, acc_res: Results | None) -> list[str]:
     return parts
 
 
+def _precisions(res: Results, variants: tuple[str, ...]) -> str:
+    """What each variant's ``train.precision`` ran as in the training-speed measurement ("fp32", "bf16", ...)."""
+    ran = []
+    for variant in variants:
+        row = res.get(variant, "train/samples_per_s")
+        ran.append(f"{variant} {(row.extra or {}).get('precision', 'not measured') if row else 'not measured'}")
+    return ", ".join(ran)
+
+
 def _seed_section(res: Results, acc_res: Results | None) -> list[str]:
     before, _after = seed.pair(res)
     tb = res.profile.get("train_batch")
@@ -52,7 +61,8 @@ def _seed_section(res: Results, acc_res: Results | None) -> list[str]:
         parts.append(f"\nThis profile compares the tiny presets ({seed.pair(res)[0]} vs {seed.pair(res)[1]}): the "
                      "ratios are a proxy for the seed's full-size claims, not a test of them.\n")
     parts.append(f"\nTraining speed and the first Memory row at batch {tb} for both (the same batch), precision per "
-                 "preset (on the CPU `auto` = fp32); the preset-batch row uses each preset's own batch. Memory on "
+                 f"preset, here {_precisions(res, seed.pair(res))} (`auto` is fp16 on CUDA, bf16 on a CPU with "
+                 "AVX512-BF16 or AMX, fp32 on other CPUs); the preset-batch row uses each preset's own batch. Memory on "
                  "the CPU is the peak RSS growth of a fresh process over its state before the model was built "
                  "(weights + gradients + optimizer state + activations), not VRAM; on CUDA the allocator's peak "
                  "allocated bytes (reserved in brackets). Model Size grades the image backbone (what the seed's "

@@ -14,18 +14,21 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from ..config import DetectorConfig
 from .module import DetectorModule
+from .step import resolve_precision as resolve_step_precision
 from .vocabulary_eval import VOCAB_CURVE_KEYS, VOCAB_FINAL_KEYS, evaluate_vocabulary
 
 log = logging.getLogger(__name__)
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
-    """``auto`` is the seed's behaviour: fp16 mixed precision on a GPU, fp32 on the CPU. Returns Lightning's
-    name of what the training step runs (the step itself applies it: see :func:`trainer_kwargs`)."""
+    """Lightning's name of what the training step runs (the step itself applies it: see :func:`trainer_kwargs`);
+    ``auto`` resolves by :func:`ovd.training.step.resolve_precision` (fp16 on a GPU, bf16 on a CPU with bf16
+    matrix instructions, else fp32)."""
     if precision != "auto":
         return precision
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return "16-mixed" if on_gpu else "32-true"
+    resolved = resolve_step_precision(precision, "cuda" if on_gpu else "cpu")
+    return {"fp16": "16-mixed", "bf16": "bf16-mixed", "fp32": "32-true"}[resolved]
 
 
 def trainer_kwargs() -> dict:

@@ -3,8 +3,9 @@ gradient clipping. ``ovd train`` (through :class:`~ovd.training.module.DetectorM
 training-speed measurement both call :class:`TrainStep`, so the suite times the step users run.
 
 Precision names: the config's ``train.precision`` ("auto", "32-true", "16-mixed", "bf16-mixed") resolves to
-what runs, "fp32", "fp16" (autocast + GradScaler) or "bf16" (autocast); "auto" is the seed's behaviour,
-fp16 on CUDA and fp32 on the CPU.
+what runs, "fp32", "fp16" (autocast + GradScaler) or "bf16" (autocast). "auto" is mixed precision where the
+hardware computes it natively: fp16 on CUDA (the seed's behaviour), bf16 on a CPU with bf16 matrix instructions
+(AVX512-BF16 or AMX), fp32 on any other CPU (AVX2 only: bf16 is emulated there, about 10x slower).
 """
 
 from __future__ import annotations
@@ -23,10 +24,22 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when the training loss is NaN or infinite; the last good checkpoint is kept."""
 
 
+def cpu_computes_bf16() -> bool:
+    """True when this CPU has bf16 matrix instructions (AVX512-BF16 or AMX tiles), as torch's own dispatch sees
+    them. Measured on 2 cores of a Zen 5 EPYC with AVX512-BF16 (2026-12-01, optimized-tiny, 600 training s,
+    seed 0): bf16 autocast ran 3,301 training steps against fp32's 1,998, val vocabulary mAP50 0.628 against
+    0.472. On an AVX2-only EPYC bf16 autocast ran the full-size forward at about 0.1x fp32."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence getattr: absent = False
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def resolve_precision(precision: str, device_type: str) -> str:
-    """Config precision -> "fp32" | "fp16" | "bf16" on a device type ("cpu", "cuda")."""
+    """Config precision -> "fp32" | "fp16" | "bf16" on a device type ("cpu", "cuda"); "auto" as the module
+    docstring says."""
     if precision == "auto":
-        return "fp16" if device_type == "cuda" else "fp32"
+        if device_type == "cuda":
+            return "fp16"
+        return "bf16" if device_type == "cpu" and cpu_computes_bf16() else "fp32"
     table = {"32-true": "fp32", "16-mixed": "fp16", "bf16-mixed": "bf16"}
     if precision not in table:
         raise ValueError(f"train.precision={precision!r}; choose one of {['auto', *table]}")
