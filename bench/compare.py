@@ -354,8 +354,7 @@ def _ratio(res: Results, variant: str, metric: str, speed: bool) -> float | None
 def _precisions(res: Results, variant: str, metric: str) -> tuple[str | None, str | None]:
     """The precision ``variant``'s ``metric`` and its reference variant's ran at (None where not recorded)."""
     ref_name = (res.variants.get(variant) or {}).get("reference")
-    rows = res.get(variant, metric), res.get(ref_name, metric) if ref_name else None
-    return tuple((r.extra or {}).get("precision") if r else None for r in rows)
+    return res.precision(variant, metric), res.precision(ref_name, metric)
 
 
 def _precision_change(reference: Results, new: Results, variant: str, metric: str) -> str:

@@ -114,6 +114,11 @@ class Results:
         r = self.get(variant, metric)
         return r.value if r is not None and r.status == "ok" else None
 
+    def precision(self, variant: str | None, metric: str) -> str | None:
+        """What ``variant``'s ``metric`` ran at ("fp32", "bf16", ...), as its row records it; None where not."""
+        r = self.get(variant, metric) if variant else None
+        return (r.extra or {}).get("precision") if r is not None else None
+
     def to_frame(self):
         import pandas as pd
 

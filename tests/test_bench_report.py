@@ -552,3 +552,15 @@ def test_arms_section_names_the_arms_timed_in_one_round():
     tail = text.split("Timed in the first round only")[1]
     assert "`bf16-autocast` (0.14 [0.14, 0.145]x; 1 of 3 processes)" in tail and "`inference-mode`" not in tail
     assert "first round only" not in "".join(arms_report.section(planted(_arm_rows({"inference-mode": [1.1]}, {}))))
+
+
+def test_the_seed_section_says_what_auto_ran_as_only_where_it_was_measured():
+    ran = report._precisions(planted([row("baseline", "train/samples_per_s", [1.0], precision="fp32"),
+                                      row("optimized", "train/samples_per_s", [3.0], precision="bf16")]),
+                             ("baseline", "optimized"))
+    assert ran == ", here baseline fp32, optimized bf16"
+    half = report._precisions(planted([row("optimized", "train/samples_per_s", [3.0], precision="bf16")]),
+                              ("baseline", "optimized"))
+    assert half == ", here baseline not measured, optimized bf16"
+    # an accuracy-only run has no training-speed rows: no "not measured, not measured" clause
+    assert report._precisions(planted([]), ("baseline", "optimized")) == ""

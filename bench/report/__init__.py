@@ -45,12 +45,12 @@ def _header(res: Results, acc_res: Results | None) -> list[str]:
 
 
 def _precisions(res: Results, variants: tuple[str, ...]) -> str:
-    """What each variant's ``train.precision`` ran as in the training-speed measurement ("fp32", "bf16", ...)."""
-    ran = []
-    for variant in variants:
-        row = res.get(variant, "train/samples_per_s")
-        ran.append(f"{variant} {(row.extra or {}).get('precision', 'not measured') if row else 'not measured'}")
-    return ", ".join(ran)
+    """", here baseline fp32, optimized bf16": what each variant's ``train.precision`` ran as in the
+    training-speed measurement; "" when no variant's row records it (an accuracy-only run)."""
+    ran = [(v, res.precision(v, "train/samples_per_s")) for v in variants]
+    if not any(p for _, p in ran):
+        return ""
+    return ", here " + ", ".join(f"{v} {p or 'not measured'}" for v, p in ran)
 
 
 def _seed_section(res: Results, acc_res: Results | None) -> list[str]:
@@ -61,7 +61,7 @@ def _seed_section(res: Results, acc_res: Results | None) -> list[str]:
         parts.append(f"\nThis profile compares the tiny presets ({seed.pair(res)[0]} vs {seed.pair(res)[1]}): the "
                      "ratios are a proxy for the seed's full-size claims, not a test of them.\n")
     parts.append(f"\nTraining speed and the first Memory row at batch {tb} for both (the same batch), precision per "
-                 f"preset, here {_precisions(res, seed.pair(res))} (`auto` is fp16 on CUDA, bf16 on a CPU with "
+                 f"preset{_precisions(res, seed.pair(res))} (`auto` is fp16 on CUDA, bf16 on a CPU with "
                  "AVX512-BF16 or AMX, fp32 on other CPUs); the preset-batch row uses each preset's own batch. Memory on "
                  "the CPU is the peak RSS growth of a fresh process over its state before the model was built "
                  "(weights + gradients + optimizer state + activations), not VRAM; on CUDA the allocator's peak "

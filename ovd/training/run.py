@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from ..config import DetectorConfig
 from .module import DetectorModule
+from .step import LIGHTNING_PRECISIONS
 from .step import resolve_precision as resolve_step_precision
 from .vocabulary_eval import VOCAB_CURVE_KEYS, VOCAB_FINAL_KEYS, evaluate_vocabulary
 
@@ -28,7 +29,7 @@ def resolve_precision(precision: str, accelerator: str) -> str:
         return precision
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     resolved = resolve_step_precision(precision, "cuda" if on_gpu else "cpu")
-    return {"fp16": "16-mixed", "bf16": "bf16-mixed", "fp32": "32-true"}[resolved]
+    return {runs: name for name, runs in LIGHTNING_PRECISIONS.items()}[resolved]
 
 
 def trainer_kwargs() -> dict:

@@ -33,6 +33,10 @@ def cpu_computes_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+#: Lightning's precision names (the config's) -> what runs; :func:`ovd.training.run.resolve_precision` inverts it.
+LIGHTNING_PRECISIONS = {"32-true": "fp32", "16-mixed": "fp16", "bf16-mixed": "bf16"}
+
+
 def resolve_precision(precision: str, device_type: str) -> str:
     """Config precision -> "fp32" | "fp16" | "bf16" on a device type ("cpu", "cuda"); "auto" as the module
     docstring says."""
@@ -40,10 +44,9 @@ def resolve_precision(precision: str, device_type: str) -> str:
         if device_type == "cuda":
             return "fp16"
         return "bf16" if device_type == "cpu" and cpu_computes_bf16() else "fp32"
-    table = {"32-true": "fp32", "16-mixed": "fp16", "bf16-mixed": "bf16"}
-    if precision not in table:
-        raise ValueError(f"train.precision={precision!r}; choose one of {['auto', *table]}")
-    return table[precision]
+    if precision not in LIGHTNING_PRECISIONS:
+        raise ValueError(f"train.precision={precision!r}; choose one of {['auto', *LIGHTNING_PRECISIONS]}")
+    return LIGHTNING_PRECISIONS[precision]
 
 
 def autocast(precision: str, device_type: str):
