@@ -130,17 +130,32 @@ def test_improvements_never_fail():
     assert cmp.passed, cmp.table(only_failures=True)
 
 
-def test_another_machine_is_cancelled_by_its_own_peak():
-    """A machine 30% slower at everything: efficiency is unchanged and passes; raw latency is not gated."""
+def test_a_host_slower_at_everything_is_cancelled_by_its_own_peak():
+    """The same machine 30% slower at everything (a busier host): efficiency is unchanged and passes; a real
+    regression on top of it is still seen."""
     ref = make_results(seed=0)
-    new = make_results(slowdown=1.3, peak_scale=1 / 1.3, seed=1, env={"cpu_model": "Intel Xeon"})
-    cmp = compare(ref, new)
-    assert cmp.passed, cmp.table(only_failures=True)
-    lat = [c for c in compare(ref, new, gate_latency=True).checks if c.kind == "latency"]
-    assert lat and all("not gated: different machines" in c.note for c in lat)
-    # ... and a real regression on that machine is still seen
-    worse = make_results(slowdown=1.3 * 1.25, peak_scale=1 / 1.3, seed=2, env={"cpu_model": "Intel Xeon"})
+    assert compare(ref, make_results(slowdown=1.3, peak_scale=1 / 1.3, seed=1)).passed
+    worse = make_results(slowdown=1.3 * 1.25, peak_scale=1 / 1.3, seed=2)
     assert "efficiency" in _failed_kinds(compare(ref, worse))
+
+
+def test_efficiency_and_latency_on_another_machine_are_listed_not_gated():
+    """Another CPU moves the model's share of its own GEMM peak (0.70 on a Zen 5 EPYC, 0.58 on a Zen 4 with the
+    same code): efficiency is listed with both values, not gated; the within-run ratios still gate."""
+    ref = make_results(seed=0)
+    other = {"cpu_model": "Intel Xeon"}
+    cmp = compare(ref, make_results(slowdown=1.3 * 1.25, peak_scale=1 / 1.3, seed=1, env=other))
+    assert cmp.passed, cmp.table(only_failures=True)
+    eff = [c for c in cmp.checks if c.kind == "efficiency"]
+    assert eff and all("not gated: different machines" in c.note and c.new is not None for c in eff)
+    lat = [c for c in compare(ref, make_results(seed=1, env=other), gate_latency=True).checks if c.kind == "latency"]
+    assert lat and all("not gated: different machines" in c.note for c in lat)
+    # optimized-tiny alone 2x slower on that machine: its ratio to baseline-tiny fails
+    slower = make_results(seed=2, env=other)
+    slower = dataclasses.replace(slower, rows=[
+        dataclasses.replace(r, value=r.value / 2, samples=[x / 2 for x in r.samples], stats=Stats.of([x / 2 for x in r.samples]))
+        if r.variant == "optimized-tiny" and r.metric.startswith("infer/fps") else r for r in slower.rows])
+    assert "ratio" in _failed_kinds(compare(ref, slower))
 
 
 def _with_reduced_peaks(res: Results, bf16: str | None = "ok", int8: str | None = "ok") -> Results:
@@ -178,7 +193,7 @@ def test_a_peak_the_new_machine_lacks_is_not_a_regression_but_an_error_is():
     same = compare(_with_reduced_peaks(make_results(seed=0)),
                    _with_reduced_peaks(make_results(seed=1), bf16="not-measured"))
     assert [(c.metric, c.kind) for c in same.failures] == [("roofline/peak_bf16", "status")]
-    # the fp32 peak is measurable everywhere: without it the efficiency check still fails on another machine
+    # the fp32 peak is measurable everywhere: without it the efficiency check fails, on another machine too
     gone = compare(ref, make_results(seed=1, roofline=False))
     assert "efficiency" in _failed_kinds(gone)
 
