@@ -326,7 +326,7 @@ def _gate_roots(cmp: Comparison, reference: Results, new: Results, speed_rule: S
                 why = ("raw time across sessions (--gate-latency on a dedicated machine)" if not gate_latency else
                        f"different machines ({machines})")
                 cmp.checks.append(Check(v, metric, "latency", fastest(rr, False), fastest(nr, False), "-", True,
-                                        f"not gated: {why}; efficiency covers it"))
+                                        f"not gated: {why}" + ("; efficiency covers it" if same else "")))
                 continue
             _gate(cmp, v, f"{metric} (fastest process)", "latency", fastest(rr, False), fastest(nr, False), False,
                   [relative_range(rr), relative_range(nr)], speed_rule)
