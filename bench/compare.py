@@ -33,7 +33,8 @@ Refused (:class:`IncomparableResults`) when the two runs differ in profile name,
 - Accuracy (val/mAP50, val/R@1) may not drop by more than ``accuracy_margin`` (absolute).
 - A metric that was measured in REFERENCE but errors in NEW fails. Improvements never fail.
 - Except: a measurement of the machine itself (group "machine": the bf16 and int8 matmul peaks) that NEW's
-  machine does not offer (a not-measured row with its reason; a missing row fails) passes as "not gated" when the
+  machine does not offer (a not-measured row with its reason, or a missing per-backend row ``peak_<dtype>_<backend>``
+  whose aggregate ``peak_<dtype>`` is not measured with its reason; any other missing row fails) passes as "not gated" when the
   two runs name different machines (``device`` / ``cpu_model`` / ``cpu_features``): a reference made on a CPU
   with AVX512-BF16 and VNNI still gates an AVX2-only one. On the same machine its absence fails like any other row's.
 
@@ -198,11 +199,18 @@ def _same_machine(reference: Results, new: Results) -> tuple[bool, str]:
     return a == b and None not in a, f"{' / '.join(map(str, a))} vs {' / '.join(map(str, b))}"
 
 
-def _machine_cannot(reference: Results, variant: str, new_row: Row | None) -> bool:
-    """True for a row of the machine itself (group "machine": the matmul peaks) that NEW reports as not measured,
-    with its reason. A missing row is not excused (the code lost it), nor an error (the code failed)."""
-    machine = (reference.variants.get(variant) or {}).get("group") == "machine"
-    return machine and new_row is not None and new_row.status == "not-measured" and bool(new_row.error)
+def _machine_cannot(reference: Results, variant: str, metric: str, new_rows: dict[tuple[str, str], Row]) -> Row | None:
+    """The NEW row that says the machine cannot measure REFERENCE's ``metric`` of the machine itself (group
+    "machine": the matmul peaks), or None. That is the row itself, not measured with its reason; or, for a
+    per-backend peak ``roofline/peak_<dtype>_<backend>`` that NEW lacks, the aggregate ``roofline/peak_<dtype>``
+    not measured with its reason (the roofline writes no per-backend rows for a dtype the CPU has no
+    instructions for). Otherwise a missing row is not excused (the code lost it), nor an error (the code failed)."""
+    if (reference.variants.get(variant) or {}).get("group") != "machine":
+        return None
+    row = new_rows.get((variant, metric))
+    if row is None and metric.startswith("roofline/peak_") and metric.count("_") >= 2:
+        row = new_rows.get((variant, metric.rsplit("_", 1)[0]))
+    return row if row is not None and row.status == "not-measured" and row.error else None
 
 
 # -- spreads and derived metrics --------------------------------------------------------------
@@ -400,12 +408,13 @@ def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memo
         nr = new_rows.get(key)
         if rr.status != "ok":
             continue
-        if not same_machine and _machine_cannot(reference, variant, nr):
+        cannot = None if same_machine else _machine_cannot(reference, variant, metric, new_rows)
+        if cannot is not None:
             # a peak the NEW machine has no instructions for (bf16 without AVX512-BF16/AMX, int8 without VNNI) says
             # nothing about the code; on the same machine its absence fails as any other row's
             cmp.checks.append(Check(variant, metric, "presence", rr.value, None, "-", True,
                                     f"not gated: a measurement of the machine, and NEW ran on another ({machines}); "
-                                    f"not measured there: {nr.error[:100]}"))
+                                    f"not measured there: {cannot.error[:100]}"))
             continue
         if nr is None:
             cmp.checks.append(Check(variant, metric, "presence", rr.value, None, "present", False,

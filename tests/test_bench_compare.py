@@ -198,6 +198,32 @@ def test_a_peak_the_new_machine_lacks_is_not_a_regression_but_an_error_is():
     assert "efficiency" in _failed_kinds(gone)
 
 
+def test_per_backend_peaks_a_new_machine_lacks_are_excused_by_the_aggregate_reason():
+    """The failure CI met on an AVX2 Zen 3 against a bf16 reference: the reference's per-backend peak rows
+    (``peak_bf16_torch``, ``peak_int8_onnxruntime``) have no counterpart there, and the aggregate rows say why."""
+    ref = _with_reduced_peaks(make_results(seed=0, env={"cpu_model": "Intel(R) Xeon(R) Processor"}))
+    ref = dataclasses.replace(ref, rows=list(ref.rows) + [
+        _row("machine", "roofline/peak_bf16_torch", [3.2e10, 3.3e10, 3.1e10], "FLOP/s"),
+        _row("machine", "roofline/peak_int8_onnxruntime", [6.1e11, 6.2e11, 6.0e11], "OP/s")])
+    avx2 = _with_reduced_peaks(make_results(seed=1), bf16="not-measured", int8="not-measured")
+    cmp = compare(ref, avx2)
+    assert cmp.passed, cmp.table(only_failures=True)
+    excused = {c.metric: c.note for c in cmp.checks if c.variant == "machine" and "not gated" in c.note}
+    assert {"roofline/peak_bf16_torch", "roofline/peak_int8_onnxruntime"} <= set(excused)
+    assert "no native bf16" in excused["roofline/peak_bf16_torch"]
+    # the aggregate measured but its per-backend row gone: the code lost a row
+    lost = compare(ref, _with_reduced_peaks(make_results(seed=1), int8="not-measured"))
+    assert [(c.metric, c.kind) for c in lost.failures] == [("roofline/peak_bf16_torch", "presence")]
+    # the aggregate failed (an error, not a reason): not excused either
+    crashed = compare(ref, _with_reduced_peaks(make_results(seed=1), bf16="error", int8="not-measured"))
+    assert ("roofline/peak_bf16_torch", "presence") in [(c.metric, c.kind) for c in crashed.failures]
+    # on the same machine the per-backend row is gated as any other
+    same_env = dict(ref.environment)
+    same = compare(ref, _with_reduced_peaks(make_results(seed=1, env=same_env), bf16="not-measured",
+                                            int8="not-measured"))
+    assert ("roofline/peak_bf16_torch", "presence") in [(c.metric, c.kind) for c in same.failures]
+
+
 def test_roofline_missing_in_new_fails_the_efficiency_check():
     cmp = compare(make_results(seed=0), make_results(seed=1, roofline=False))
     eff = [c for c in cmp.failures if c.kind == "efficiency"]
