@@ -32,7 +32,7 @@ Refused (:class:`IncomparableResults`) when the two runs differ in profile name,
   * **time to target** (``accuracy/time_to_target_s``) when the reference reached the target.
 - Accuracy (val/mAP50, val/R@1) may not drop by more than ``accuracy_margin`` (absolute).
 - A metric that was measured in REFERENCE but errors in NEW fails. Improvements never fail.
-- Except: a measurement of the machine itself (group "machine": the bf16 and int8 matmul peaks) that NEW's
+- Except: a measurement of the machine itself (group "machine": the bf16, fp16 and int8 matmul peaks) that NEW's
   machine does not offer (a not-measured row with its reason, or a missing per-backend row ``peak_<dtype>_<backend>``
   whose aggregate ``peak_<dtype>`` is not measured with its reason; any other missing row fails) passes as "not gated" when the
   two runs name different machines (``device`` / ``cpu_model`` / ``cpu_features``): a reference made on a CPU

@@ -111,8 +111,8 @@ def test_roofline_int8_skip_reason_without_native_path(monkeypatch):
 
 
 def test_roofline_bf16_row_states_why_on_a_cpu_without_it(monkeypatch):
-    """A CPU without native bf16 (AVX2 only) still writes the bf16 peak row, not measured with the reason: the
-    gate excuses that on another machine, but not a row that vanished."""
+    """A CPU without native bf16 or fp16 (AVX2 only) still writes their peak rows, not measured with the reason:
+    the gate excuses that on another machine, but not a row that vanished."""
     real = roofline.native_dtypes
     # fp16 off too: oneDNN reports it on an AMX/AVX512-FP16 Xeon, where its peak row is then measured, not skipped
     monkeypatch.setattr(roofline, "native_dtypes", lambda device: {**real(device), "bf16": False, "fp16": False})
@@ -120,5 +120,6 @@ def test_roofline_bf16_row_states_why_on_a_cpu_without_it(monkeypatch):
                           "onnxruntime": False})
     row = next(x for x in r.rows() if x.metric == "roofline/peak_bf16")
     assert row.status == "not-measured" and row.value is None and "no native bf16 matmul" in row.error
-    assert "roofline/peak_fp16" not in {x.metric for x in r.rows()}  # only bf16 and int8 carry a reason row
-    assert "fp16" in r.skipped
+    fp16 = next(x for x in r.rows() if x.metric == "roofline/peak_fp16")
+    assert fp16.status == "not-measured" and fp16.value is None and "no native fp16 matmul" in fp16.error
+    assert "roofline/peak_tf32" not in {x.metric for x in r.rows()}  # CUDA-only: no row on a CPU

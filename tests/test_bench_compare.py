@@ -224,6 +224,27 @@ def test_per_backend_peaks_a_new_machine_lacks_are_excused_by_the_aggregate_reas
     assert ("roofline/peak_bf16_torch", "presence") in [(c.metric, c.kind) for c in same.failures]
 
 
+def test_a_reference_with_fp16_peaks_gates_a_cpu_without_fp16():
+    """The direction that failed 55/57 in stop 35: an AMX Xeon's reference (oneDNN reports fp16 there, so it has
+    ``peak_fp16`` and ``peak_fp16_torch``) gating an AVX2 run, which now writes the fp16 row with its reason."""
+    xeon = make_results(seed=0, env={"cpu_model": "Intel(R) Xeon(R) Processor"})
+    xeon = dataclasses.replace(xeon, rows=list(xeon.rows) + [
+        _row("machine", "roofline/peak_fp16", [3.1e11, 3.2e11, 3.0e11], "FLOP/s"),
+        _row("machine", "roofline/peak_fp16_torch", [3.1e11, 3.2e11, 3.0e11], "FLOP/s")])
+    fp16_reason = Row("machine", "roofline/peak_fp16", None, "FLOP/s", status="not-measured",
+                      error="no native fp16 matmul on this CPU")
+    avx2 = make_results(seed=1)
+    avx2 = dataclasses.replace(avx2, rows=list(avx2.rows) + [fp16_reason])
+    cmp = compare(xeon, avx2)
+    assert cmp.passed, cmp.table(only_failures=True)
+    excused = {c.metric for c in cmp.checks if c.variant == "machine" and "not gated" in c.note}
+    assert {"roofline/peak_fp16", "roofline/peak_fp16_torch"} <= excused
+    # without the reason row (the roofline before this change) both rows are lost, as CI saw
+    bare = compare(xeon, make_results(seed=1))
+    assert {(c.metric, c.kind) for c in bare.failures} == {("roofline/peak_fp16", "presence"),
+                                                          ("roofline/peak_fp16_torch", "presence")}
+
+
 def test_roofline_missing_in_new_fails_the_efficiency_check():
     cmp = compare(make_results(seed=0), make_results(seed=1, roofline=False))
     eff = [c for c in cmp.failures if c.kind == "efficiency"]

@@ -33,7 +33,8 @@ from bench.results import Row, measured
 CPU_SIZES = (256, 512, 1024, 2048)
 #: Reduced precisions whose peak, when the device cannot compute it, is still a row (not measured, with why):
 #: a regression gate made on a machine that has them then sees a stated reason, not a silently missing row.
-REPORTED_IF_SKIPPED = ("bf16", "int8")
+#: fp16 too: oneDNN reports it on AMX/AVX512-FP16 Xeons, whose reference then carries fp16 rows other CPUs lack.
+REPORTED_IF_SKIPPED = ("bf16", "fp16", "int8")
 INT8_CPU_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni", "asimddp", "i8mm")  # /proc/cpuinfo names
 CUDA_SIZES = (2048, 4096, 8192)
 
