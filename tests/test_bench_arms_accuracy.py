@@ -108,6 +108,26 @@ def test_section_and_accepted_arms_from_rows():
     assert arms_accuracy_section(Results(rows=[])) == []
 
 
+def test_resolution_line_says_when_one_phrase_exceeds_the_allowance():
+    """Stop 35's Xeon: bf16 rejected at R@1 0.8812 vs 0.8911 on 101 val phrases, i.e. one phrase; at R@1 0.89
+    the rule allows 0.0089 and one phrase of 101 is 0.0099, so one phrase rejects. 1,000 phrases do not."""
+    import dataclasses
+
+    from bench.report.arms_accuracy import resolution_line
+
+    ref = {"val": {"mAP50": 0.88, "R@1": 90 / 101}, "novel": {"mAP50": 0.79, "R@1": 0.836}}
+    res = _results({"eager": ref, "bf16-autocast": _shift(ref, "val", "R@1", -1 / 101)})
+    assert resolution_line(res) == ""  # rows without counts (older runs): no line
+    counts = {"val": 101, "novel": 1000}
+    rows = [dataclasses.replace(r, extra={"num_phrases": counts[r.metric.split("/")[2]]})
+            if r.metric.endswith("/R@1") and "/eager/" in r.metric else r for r in res.rows]
+    line = resolution_line(Results(rows=rows))
+    assert "val judges 101 phrases, so one phrase is 0.0099 of R@1; the rule allows 0.0089" in line
+    assert "novel judges 1000 phrases, so one phrase is 0.0010" in line
+    assert "On val a single phrase whose top box changes rejects an arm" in line and "On val and" not in line
+    assert "R@1's resolution" in "\n".join(arms_accuracy_section(Results(rows=rows)))
+
+
 def test_failure_reason_appears_once_per_arm():
     from bench.report.arms_accuracy import arms_accuracy_table
 
@@ -146,6 +166,7 @@ def test_measure_on_a_tiny_checkpoint(checkpoint):
             assert row.status == "ok", row.error
             assert 0.0 <= row.value <= 1.0 and row.unit == unit
     assert rows["arm_acc/eager/val/mAP50"].extra["num_records"] == 2
+    assert rows["arm_acc/eager/val/R@1"].extra["num_phrases"] >= 2  # every record holds at least one phrase
     assert rows["arm_acc/eager/val/vocab_mAP50"].extra["num_images"] <= 2
     fp16 = rows["arm_acc/fp16-autocast/val/mAP50"]
     assert fp16.status == "not-measured" and "cuda only" in fp16.error

@@ -26,7 +26,8 @@ features are not applied here (compile, channels_last: fp32 math, parity-checked
 ``not-measured`` rows with the reason.
 
 Rows: ``arm_acc/{arm}/{split}/{metric}``, metric in ``mAP50`` (unit "mAP"), ``R@1`` (unit "", a fraction),
-``vocab_mAP50`` (unit "mAP"); all fractions in [0, 1].
+``vocab_mAP50`` (unit "mAP"); all fractions in [0, 1]. The grounding rows' extra holds ``num_phrases``, the
+phrases judged (one phrase moves R@1 by 1/num_phrases).
 """
 
 from __future__ import annotations
@@ -133,6 +134,8 @@ class ArmsAccuracyResult:
                         continue
                     more = {k: values[k] for k in VOCAB_EXTRA if k in values and metric == "vocab_mAP50"}
                     more.update({k: values[k] for k in ("num_records", "num_images") if k in values})
+                    if metric in GROUNDING_METRICS and "num_phrases" in values:
+                        more["num_phrases"] = values["num_phrases"]
                     out.append(measured(key, float(values[metric]), UNITS[metric], {**extra, **more}))
         return out
 
@@ -211,7 +214,9 @@ def grounding_metrics(model, loader, device, context: Callable) -> dict:
         evaluator.update(out, batch["meta"])
         records += len(batch["meta"])
     scores = {k: float(v) for k, v in evaluator.compute().items()}
-    return {**{k: scores[k] for k in GROUNDING_METRICS}, "num_records": records}
+    # num_phrases: R@1's resolution (one phrase is 1/num_phrases of it), which the report sets beside the rule
+    return {**{k: scores[k] for k in GROUNDING_METRICS}, "num_records": records,
+            "num_phrases": int(scores.get("num_phrases", 0))}
 
 
 def vocabulary_metrics(model, dataset, device, context: Callable, batch_size: int, max_images: int) -> dict:

@@ -185,6 +185,42 @@ def checkpoint_line(res: Results) -> str:
     return " ".join(lines) + "\n" if lines else ""
 
 
+def phrases_judged(res: Results) -> dict:
+    """{split: phrases judged by the fp32 reference's R@1} (rows' extra ``num_phrases``; {} for older rows)."""
+    out: dict = {}
+    for r in res.rows:
+        parts = r.metric[len(PREFIX):].split("/") if r.metric.startswith(PREFIX) else []
+        if parts[:1] == [REFERENCE] and parts[2:] == ["R@1"] and r.extra.get("num_phrases"):
+            out.setdefault(parts[1], int(r.extra["num_phrases"]))
+    return out
+
+
+def resolution_line(res: Results) -> str:
+    """What one phrase weighs against the rule: R@1 moves in steps of 1/phrases judged; when a step exceeds
+    the rule's allowance at the reference's R@1 (min((1 - keep) x R@1, max_abs_drop)), a single phrase that
+    changes its top box rejects an arm. "" when the rows do not carry the counts."""
+    counts = phrases_judged(res)
+    if not counts:
+        return ""
+    refs = {}
+    for arms in collect(res).values():
+        for split, metrics in _values(arms.get(REFERENCE, {})).items():
+            if metrics.get("R@1") is not None:
+                refs.setdefault(split, []).append(metrics["R@1"])
+    parts, strict = [], []
+    for split, n in counts.items():
+        step = 1.0 / n
+        top = max(refs.get(split) or [0.0])  # the highest reference: the most lenient allowance
+        allowance = min((1 - KEEP) * top, MAX_ABS_DROP)
+        parts.append(f"{split} judges {n} phrases, so one phrase is {step:.4f} of R@1; the rule allows "
+                     f"{allowance:.4f} below an fp32 R@1 of {top:.3f}" + (" (the highest checkpoint's)" if len(refs[split]) > 1 else ""))
+        if step > allowance:
+            strict.append(split)
+    tail = (f" On {' and '.join(strict)} a single phrase whose top box changes rejects an arm: read a "
+            "rejection there by its count of phrases, not as a 1% loss." if strict else "")
+    return "R@1's resolution: " + "; ".join(parts) + "." + tail + "\n"
+
+
 def arms_accuracy_section(res: Results) -> list[str]:
     """Markdown lines of the accuracy-judged arms section; [] when there is no arm_acc row."""
     table = arms_accuracy_table(res)
@@ -201,5 +237,5 @@ def arms_accuracy_section(res: Results) -> list[str]:
             "int8-except-text `--quantize int8-except-text`'s (the text encoder kept fp32), onnx-ort and onnx-ort-int8-static are `ovd predict --backend onnxruntime [--quantize int8]`'s "
             "object, the static graph calibrated on 32 training images); the speed column of the arms table "
             "comes from the full-size optimized variant.\n",
-            checkpoint_line(res),
+            checkpoint_line(res), resolution_line(res),
             md(table), "\n" + summary if summary else ""]
