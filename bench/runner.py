@@ -140,8 +140,13 @@ def plan(profile: Profile) -> list[Task]:
     checkpoints = {seed: f"checkpoints/{judged}-seed{seed}.ckpt" for seed in judged_seeds}
     for i, seed in enumerate(p.accuracy_seeds):
         for v in p.accuracy_variants:
-            acc = {"budget_s": p.accuracy_budget_s, "target_map50": p.accuracy_target_map50,
-                   "eval_every_s": min(p.accuracy_eval_every_s, p.accuracy_budget_s / 2), "seed": int(seed)}
+            if get_variant(v).preset is None:
+                # a factory or hub model is never trained, its predict() is scored as it is: no training keys (the
+                # quick and default profiles train nothing, budget 0 s, which a training spec rightly refuses)
+                acc = {"seed": int(seed)}
+            else:
+                acc = {"budget_s": p.accuracy_budget_s, "target_map50": p.accuracy_target_map50,
+                       "eval_every_s": min(p.accuracy_eval_every_s, p.accuracy_budget_s / 2), "seed": int(seed)}
             if v == judged and seed in checkpoints:
                 acc["checkpoint_out"] = checkpoints[seed]  # relative to the run folder (run_task resolves it)
             tasks.append(Task(f"accuracy:{v}:{seed}", v, ["accuracy"], {"accuracy": acc}, i))

@@ -99,3 +99,39 @@ def test_factory_predict_is_scored_on_the_data_by_recall(tmp_path, monkeypatch):
         assert rows["accuracy/val/R@1"].value == pytest.approx(expected), name
         assert rows["accuracy/time_to_target_s"].status == "not-measured"
         assert "not trained" in rows["accuracy/time_to_target_s"].error
+        assert rows["accuracy/time_to_target_s"].extra["trained"] is False  # the report lists it apart
+        assert rows["accuracy/val/R@1"].extra["budget_s"] == 0  # the suite trained it for 0 s
+
+
+@pytest.mark.parametrize("profile_name", ["quick", "default"])
+def test_a_user_model_in_a_profile_that_trains_nothing_gets_its_accuracy_task(profile_name, bare_factory,
+                                                                             monkeypatch):
+    """The README's `ovd-bench run --profile quick --model mine=...`: quick and default train nothing
+    (accuracy budget 0 s), and until 2026-12-03 the user model's accuracy task carried that budget into a training
+    spec, which refused it ("budget_s must be a number > 0"), so the row was an error instead of predict's score.
+    A factory is never trained: its task carries no training keys and the worker scores (or explains) it."""
+    from bench import variants, worker
+    from bench.profiles import get_profile
+    from bench.runner import plan
+
+    monkeypatch.setattr(variants, "VARIANTS", dict(variants.VARIANTS))
+    name = variants.register_user_model(f"mine={bare_factory['target']}")
+    profile = variants.add_user_models(get_profile(profile_name), [name])
+    assert profile.accuracy_budget_s == 0
+    task = next(t for t in plan(profile) if t.kind == "accuracy" and t.variant == name)
+    assert "budget_s" not in task.params["accuracy"] and "eval_every_s" not in task.params["accuracy"]
+    spec = {"measurements": task.measurements, "variant": variants.get_variant(name).to_dict(),
+            "params": task.params, "threads": 1, "device": "cpu"}  # what bench.runner.run_task hands the worker
+    outcome = worker.run(spec)["outcomes"]["accuracy"]
+    assert outcome["status"] == "ok", outcome.get("error")
+    (row,) = outcome["rows"]
+    assert row.status == "not-measured" and "no predict" in row.error  # the bare factory has none
+
+
+def test_presets_in_the_accuracy_profile_still_train_for_its_budget():
+    from bench.profiles import get_profile
+    from bench.runner import plan
+
+    profile = get_profile("accuracy")
+    specs = [t.params["accuracy"] for t in plan(profile) if t.kind == "accuracy"]
+    assert specs and all(s["budget_s"] == profile.accuracy_budget_s == 600 for s in specs)

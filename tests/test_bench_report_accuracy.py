@@ -1,6 +1,6 @@
 """The accuracy section of REPORT.md is built from results rows only."""
 
-from bench.report.accuracy import accuracy_section, curve_table, final_table
+from bench.report.accuracy import accuracy_section, as_is_table, curve_table, final_table
 from bench.results import Results, Row
 
 
@@ -40,3 +40,31 @@ def test_section_writes_the_curve_plot(tmp_path):
     assert "## Accuracy after a time-budgeted training run" in text and "accuracy_curve.png" in text
     assert (tmp_path / "accuracy_curve.png").stat().st_size > 1000
     assert accuracy_section(Results(rows=[], variants={}), tmp_path) == []
+
+
+def _scored_as_is(results: Results) -> Results:
+    """``results`` plus a bring-your-own model whose predict() was scored without training, as
+    bench.measure.accuracy records it."""
+    from bench.measure.accuracy import AccuracyResult
+
+    final = {"val/R@1": 0.25, "val/R@5": 0.5, "val/R@10": 0.75, "val/R@1_merged": 0.3}
+    rows = AccuracyResult(0.0, None, final, not_trained="not trained by the suite: a factory's predict() is "
+                          "scored as it is (64 val samples)").rows()
+    for r in rows:
+        r.variant = "mine"
+    return Results(rows=results.rows + rows, variants={**results.variants, "mine": {}})
+
+
+def test_a_model_scored_as_is_is_listed_apart_from_the_training_runs(tmp_path):
+    """A factory's predict() is scored, never trained: it gets its own table (R@k and why), and no row in the
+    training table, whose budget, steps and "not reached" would say it trained for 0 s and missed the target."""
+    res = _scored_as_is(_results(reached=True))
+    assert [r["variant"] for r in final_table(res)] == ["opt"]
+    (row,) = as_is_table(res)
+    assert row["variant"] == "mine" and (row["val R@1"], row["val R@10"]) == ("0.250", "0.750")
+    assert row["training"].startswith("not trained by the suite")
+    text = "".join(accuracy_section(res, tmp_path))
+    assert "time-budgeted training run" in text and "## Accuracy of models scored as they are" in text
+    # a run with only the user's model (quick or default with --model): no training section at all
+    alone = "".join(accuracy_section(_scored_as_is(Results(rows=[], variants={})), tmp_path))
+    assert "time-budgeted" not in alone and "| mine " in alone and "0.500" in alone

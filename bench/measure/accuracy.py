@@ -39,6 +39,8 @@ class AccuracyResult:
             return [measured("accuracy/val/mAP50", None, "fraction", status="not-measured", error=self.not_measured)]
         extra = {"budget_s": self.budget_s, "target_map50": self.target_map50, "steps": self.steps,
                  "train_seconds": self.train_seconds}
+        if self.not_trained:
+            extra["trained"] = False  # the report lists it apart from the training runs (bench.report.accuracy_data)
         out = []
         for key, value in self.final.items():
             if isinstance(value, (int, float)):
@@ -95,7 +97,7 @@ def _score_factory_predict(spec: AccuracySpec, batch_size: int = 8) -> AccuracyR
 
     mut = build_under_test(spec.source, resolve_device(spec.device), 1)
     if mut.predict is None:
-        return AccuracyResult(spec.budget_s, None, not_measured=(
+        return AccuracyResult(0.0, None, not_measured=(
             "not measured: the factory's ModelUnderTest has no predict(pil_images, prompts); return one to be "
             "scored on the built-in data"))
     root = spec.data_root or ensure_synthetic_dataset()
@@ -115,5 +117,5 @@ def _score_factory_predict(spec: AccuracySpec, batch_size: int = 8) -> AccuracyR
             truth[key] = [p["gt_boxes_xyxy"] for p in sample.phrases]
     scores = score_prediction_file(predictions, truth)
     final = {f"val/{k}": v for k, v in scores.items() if k.startswith("R@")}
-    return AccuracyResult(spec.budget_s, None, final, not_trained=(
+    return AccuracyResult(0.0, None, final, not_trained=(
         f"not trained by the suite: a factory's predict() is scored as it is ({len(samples)} val samples)"))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..results import Results
 from . import arms, dataparallel, peers, plots, provenance, roofline, scaling, seed, tables
-from .accuracy import accuracy_section
+from .accuracy import accuracy_section, as_is_section
 from .arms_accuracy import accepted_arms, arms_accuracy_section
 from .ceiling import ceiling_section
 from .format import infer_batch, md, numerics
@@ -208,7 +208,8 @@ def render(res: Results, out_dir: str | Path, accuracy: Results | None = None) -
     parts = _header(res, acc_res) + _seed_section(res, acc_res) + sweep_section(res, seed.pair(res))
     parts += ceiling_section(res) + _main_sections(res)
     if acc_res is not None:
-        parts += accuracy_section(acc_res, out_dir, label="From the accuracy run")
+        # this run's own models scored without training (a factory's predict()) stay in the report
+        parts += accuracy_section(acc_res, out_dir, label="From the accuracy run") + as_is_section(res)
     else:
         parts += accuracy_section(res, out_dir)
     rejected = {a for a, ok in accepted_arms(acc_res if acc_res is not None else res).items() if not ok}

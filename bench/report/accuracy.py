@@ -88,10 +88,33 @@ def curve_plot(res: Results, out_dir: Path) -> str | None:
     return plots.accuracy_curves(runs, Path(out_dir), target)
 
 
+#: R@k of a model scored as it is (``bench.measure.accuracy``: a factory's predict() on the val split)
+AS_IS_METRICS = (("val R@1", "accuracy/val/R@1"), ("val R@5", "accuracy/val/R@5"), ("val R@10", "accuracy/val/R@10"),
+                 ("val R@1 merged", "accuracy/val/R@1_merged"))
+
+
+def as_is_table(res: Results) -> list[dict]:
+    """One row per model the suite scored without training it: R@k on the val split and why it was not trained."""
+    return [{"variant": v, **{label: _fraction(ok_row(res, v, metric)) for label, metric in AS_IS_METRICS},
+             "training": why} for v, why in acc.scored_as_is(res).items()]
+
+
+def as_is_section(res: Results) -> list[str]:
+    """Markdown parts for the models scored as they are (none: [])."""
+    table = as_is_table(res)
+    if not table:
+        return []
+    return ["\n## Accuracy of models scored as they are (not trained by the suite)\n",
+            "A factory's `predict(pil_images, prompts)` (bring your own model) runs on the first val samples of the "
+            "built-in data (or its data root), each caption's phrases as the prompt, and is scored by the grounding "
+            "protocol: Recall@k, MDETR's ANY-BOX (and MERGED-BOX); a phrase's boxes are those labelled with it, best "
+            "score first. Nothing is trained, so it has no curve and no time to target.\n", md(table)]
+
+
 def accuracy_section(res: Results, out_dir: str | Path, label: str | None = None) -> list[str]:
     """Markdown parts; ``label`` names the run when it is not the report's own (the accuracy profile)."""
     if not acc.runs(res):
-        return []
+        return as_is_section(res)
     parts = ["\n## Accuracy after a time-budgeted training run (built-in synthetic set)\n"]
     if label:
         parts.append("\n".join(provenance.lines(res, label)) + "\n\n")
@@ -117,5 +140,5 @@ def accuracy_section(res: Results, out_dir: str | Path, label: str | None = None
     png = curve_plot(res, Path(out_dir))
     if png:
         parts.append(f"\n![{png}]({png})\n")
-    return parts
+    return parts + as_is_section(res)
 

@@ -29,6 +29,27 @@ class Run:
     final: dict = field(default_factory=dict)  # metric (e.g. "val/mAP50") -> value
 
 
+#: the time-to-target row's error for a model scored as it is (``bench.measure.accuracy``; files before the
+#: ``trained`` flag of 2026-12-03 only have this)
+NOT_TRAINED_PREFIX = "not trained by the suite"
+
+
+def untrained(tt_row: dict) -> bool:
+    """Whether a time-to-target row (as a dict) belongs to a factory or hub model whose ``predict()`` the suite
+    scored as it is, without training: not a training run."""
+    return (tt_row.get("extra") or {}).get("trained") is False or str(tt_row.get("error") or "").startswith(
+        NOT_TRAINED_PREFIX)
+
+
+def scored_as_is(res: Results | None) -> dict[str, str]:
+    """variant -> why it was not trained (the time-to-target row's error), for the models the suite scored
+    without training (a factory's ``predict()``); their accuracy rows are R@k on the val split."""
+    if res is None:
+        return {}
+    return {r.variant: r.error for r in res.rows
+            if r.metric == TTT and untrained({"extra": r.extra, "error": r.error})}
+
+
 def point_time(p: dict) -> float:
     """Training seconds of a curve point (``train_s``; older files ``seconds``)."""
     return float(p.get("train_s", p.get("seconds", math.nan)))
@@ -57,14 +78,14 @@ def runs(res: Results | None) -> dict[str, list[Run]]:
         variant = (task.get("task") or {}).get("variant") or tid.split(":")[1]
         rows = {r["metric"]: r for r in outcome.get("rows", [])}
         tt = rows.get(TTT)
-        if tt is None:
+        if tt is None or untrained(tt):
             continue
         extra = tt.get("extra") or {}
         final = {m.split("/", 1)[1]: r.get("value") for m, r in rows.items() if m != TTT and r.get("value") is not None}
         out.setdefault(variant, []).append(Run(variant, _seed_of(tid, task), extra.get("budget_s"), tt.get("value"),
                                                extra.get("target_map50"), list(extra.get("curve") or []), final))
     for row in res.rows:
-        if row.metric == TTT and row.variant not in out:
+        if row.metric == TTT and row.variant not in out and not untrained({"extra": row.extra, "error": row.error}):
             extra = row.extra or {}
             final = {r.metric.split("/", 1)[1]: r.value for r in res.rows
                      if r.variant == row.variant and r.metric.startswith("accuracy/") and r.metric != TTT
