@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="--images: images per forward pass")
     p.add_argument("--device", default="auto", help="--images: auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="--images: bf16 runs under torch.autocast(dtype=torch.bfloat16)")
+                   help="--image and --images: bf16 runs under torch.autocast(dtype=torch.bfloat16)")
     p.add_argument("--quantize", default="none", choices=QUANTIZATIONS,
                    help="int8 (CPU only, with --precision fp32): with --backend torch, dynamic int8 quantization "
                    "of every nn.Linear (int8 weights, fp32 activations); with --backend onnxruntime, static int8 "

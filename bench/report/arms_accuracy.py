@@ -213,7 +213,7 @@ def resolution_line(res: Results) -> str:
         top = max(refs.get(split) or [0.0])  # the highest reference: the most lenient allowance
         allowance = min((1 - KEEP) * top, MAX_ABS_DROP)
         parts.append(f"{split} judges {n} phrases, so one phrase is {step:.4f} of R@1; the rule allows "
-                     f"{allowance:.4f} below an fp32 R@1 of {top:.3f}" + (" (the highest checkpoint's)" if len(refs[split]) > 1 else ""))
+                     f"{allowance:.4f} below an fp32 R@1 of {top:.3f}" + (" (the highest checkpoint's)" if len(refs.get(split) or []) > 1 else ""))
         if step > allowance:
             strict.append(split)
     tail = (f" On {' and '.join(strict)} a single phrase whose top box changes rejects an arm: read a "
