@@ -30,8 +30,16 @@ Refused (:class:`IncomparableResults`) when the two runs differ in profile name,
     and, ten minutes later, 81 ms in one of 8 processes and over 106 ms in the other seven; three of those, drawn
     at random, fail a 20% cap five times in eight. This check failed CI on unchanged code;
   * **time to target** (``accuracy/time_to_target_s``) when the reference reached the target.
-- Accuracy (val/mAP50, val/R@1) may not drop by more than ``accuracy_margin`` (absolute).
+- Accuracy (grounding mAP50 and R@1, and vocabulary mAP50, the metric time to target uses, on the val and novel
+  splits: :data:`ACCURACY`) may not drop by more than ``accuracy_margin`` (absolute). As for any row, one that only
+  NEW has (a reference recorded before the metric was gated) is not gated: it is listed, with a note that says so.
 - A metric that was measured in REFERENCE but errors in NEW fails. Improvements never fail.
+- A measurement of NEW some of whose repeat processes failed (``extra["failed_repeats"]``, written by
+  :func:`bench.results.aggregate`) fails when the gate compares any of its rows: its statistics rest on the
+  processes that survived ("k of n repeats failed").
+- The gate refuses (:class:`NothingToGate`, exit 2) a REFERENCE without a successful row, and any comparison that
+  made no check: zero checks would read "0/0 checks passed". The tolerances and the margin are fractions (0.4 is
+  40%), refused outside a sane range (``--speed-tolerance 40`` passed every ratio).
 - Except: a measurement of the machine itself (group "machine": the bf16, fp16 and int8 matmul peaks) that NEW's
   machine does not offer (a not-measured row with its reason, or a missing per-backend row ``peak_<dtype>_<backend>``
   whose aggregate ``peak_<dtype>`` is not measured with its reason; any other missing row fails) passes as "not gated" when the
@@ -71,7 +79,7 @@ from .results import Results, Row
 
 HIGHER_BETTER_SPEED = ("train/samples_per_s", "infer/fps_b1", "infer/fps_b{n}")
 LOWER_BETTER_MEMORY = ("memory/train_total", "memory/infer_total")
-ACCURACY = ("accuracy/val/mAP50", "accuracy/val/R@1")
+ACCURACY = tuple(f"accuracy/{split}/{m}" for split in ("val", "novel") for m in ("mAP50", "R@1", "vocab_mAP50"))
 EXACT_PREFIXES = ("params/", "flops/per_image")
 TIME_TO_TARGET = "accuracy/time_to_target_s"
 #: Variant groups that are not our model's roots: peers (someone else's code) and the machine itself.
@@ -82,6 +90,10 @@ _PRECISION_DTYPE = {"fp32": "fp32", "32-true": "fp32", "bf16": "bf16", "bf16-mix
 
 class IncomparableResults(UsageError):
     """REFERENCE and NEW were measured under different conditions (profile, threads, device, torch)."""
+
+
+class NothingToGate(UsageError):
+    """The comparison would make no check: a gate that checks nothing must not pass."""
 
 
 @dataclass(frozen=True)
@@ -389,12 +401,46 @@ def _speed_metrics(res: Results) -> list[str]:
     return sorted({r.metric for r in res.rows if r.metric.startswith("infer/fps_") or r.metric == "train/samples_per_s"})
 
 
+def _check_tolerances(speed_tolerance: float, memory_tolerance: float, accuracy_margin: float) -> None:
+    """Refuse a tolerance outside its sane range; most likely a percentage (``--speed-tolerance 40`` let every ratio
+    fall to nothing). NaN fails every comparison, hence refused too."""
+    for flag, value, ok, accepted in (
+            ("--speed-tolerance", speed_tolerance, 0 < speed_tolerance < 1, "in (0, 1)"),
+            ("--memory-tolerance", memory_tolerance, 0 < memory_tolerance < 10, "in (0, 10)"),
+            ("--accuracy-margin", accuracy_margin, 0 <= accuracy_margin < 1, "in [0, 1)")):
+        if not ok:
+            raise UsageError(f"{flag} {value:g}: expected a fraction {accepted} (0.4 means 40%)")
+
+
+def _failed_repeats(cmp: Comparison, compared: list[Row]) -> None:
+    """One failing check per NEW measurement (variant, measurement) of which some repeat processes failed, among the
+    rows the gate ``compared``: their statistics rest on the processes that survived. n = failed + the most
+    processes any of its rows came from (``per_repeat``, one entry per process that reported the row)."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in compared:
+        if (row.extra or {}).get("failed_repeats"):
+            groups.setdefault((row.variant, row.measurement or row.metric), []).append(row)
+    for (variant, measurement), rows in groups.items():
+        failed = rows[0].extra["failed_repeats"]
+        n = len(failed) + max(len(r.extra.get("per_repeat") or r.samples) for r in rows)
+        cmp.checks.append(Check(variant, f"{measurement} repeats", "repeats", None, None, "all ok", False,
+                                f"{len(failed)} of {n} repeats failed (gated rows: {rows[0].metric}"
+                                + (f" and {len(rows) - 1} more" if len(rows) > 1 else "")
+                                + f"): {str(failed[-1] or '')[:100]}"))
+
+
 def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memory_tolerance: float = 0.3,
             accuracy_margin: float = 0.02, allow_size_change: bool = False, *, allow_env_change: bool = False,
             speed_rule: SpreadRule = SPEED_RULE, training_rule: SpreadRule = TRAINING_RULE,
             gate_latency: bool = False) -> Comparison:
     """Every check of the module doc; raises :class:`IncomparableResults` when the runs' profile,
-    threads, device kind or torch major.minor differ (unless ``allow_env_change``)."""
+    threads, device kind or torch major.minor differ (unless ``allow_env_change``), :class:`NothingToGate` when it
+    would make no check, :class:`UsageError` for a tolerance that is not a fraction in its range."""
+    _check_tolerances(speed_tolerance, memory_tolerance, accuracy_margin)
+    if not any(r.status == "ok" for r in reference.rows):
+        errors = sum(r.status == "error" for r in reference.rows)
+        raise NothingToGate(f"REFERENCE has no successful rows to gate against ({len(reference.rows)} rows, "
+                            f"{errors} errors); give the results.json of a run that measured something")
     diffs = environment_differences(reference, new)
     if diffs and not allow_env_change:
         raise IncomparableResults(f"REFERENCE and NEW are not comparable: {'; '.join(diffs)}; re-run NEW under "
@@ -403,6 +449,7 @@ def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memo
     ref_rows = {r.key: r for r in reference.rows}
     new_rows = {r.key: r for r in new.rows}
     same_machine, machines = _same_machine(reference, new)
+    compared = []  # NEW's rows the gate reads, for the failed-repeats check
     for key, rr in ref_rows.items():
         variant, metric = key
         nr = new_rows.get(key)
@@ -420,6 +467,7 @@ def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memo
             cmp.checks.append(Check(variant, metric, "presence", rr.value, None, "present", False,
                                     "measured in the reference, missing in NEW"))
             continue
+        compared.append(nr)
         if nr.status != "ok" and not (nr.status == "not-measured" and metric.startswith("accuracy/")):
             cmp.checks.append(Check(variant, metric, "status", rr.value, None, "ok", False,
                                     f"{nr.status}: {(nr.error or '')[:120]}"))
@@ -432,6 +480,12 @@ def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memo
             ok = nr.value >= rr.value - accuracy_margin
             cmp.checks.append(Check(variant, metric, "accuracy", rr.value, nr.value, f">= ref - {accuracy_margin}",
                                     ok))
+    for key, nr in new_rows.items():
+        # as for any row only NEW has, not gated (an older reference lacks it), but listed: the gate did not check it
+        if key[1] in ACCURACY and key not in ref_rows and nr.status == "ok" and nr.value is not None:
+            cmp.checks.append(Check(key[0], key[1], "accuracy", None, nr.value, "-", True,
+                                    "not gated: not in the reference (recorded before this metric was gated); "
+                                    "re-record the reference to gate it"))
     for metric in _speed_metrics(reference) + list(LOWER_BETTER_MEMORY):
         higher = not metric.startswith("memory/")
         for variant in reference.variants:
@@ -456,11 +510,16 @@ def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memo
                 limit = f"<= {r_ref * (1 + memory_tolerance):.3g}"
             cmp.checks.append(Check(variant, label, "ratio", r_ref, r_new, limit, ok))
     _gate_roots(cmp, reference, new, speed_rule, training_rule, (same_machine, machines), gate_latency)
+    _failed_repeats(cmp, compared)
+    if not cmp.checks:
+        raise NothingToGate(f"the comparison made no check: none of REFERENCE's {len(ref_rows)} rows is one the gate "
+                            "compares (counts, accuracy, speed and memory ratios, efficiency, time to target); "
+                            "give the results.json of a run of the variants")
     if diffs:
         cmp.checks.append(Check("-", "environment", "environment", None, None, "same", True,
                                 "compared anyway (--allow-env-change): " + "; ".join(diffs)))
     return cmp
 
 
-__all__ = ["compare", "Comparison", "Check", "IncomparableResults", "SpreadRule", "SPEED_RULE", "TRAINING_RULE",
-           "environment_differences", "efficiency", "fastest", "relative_range", "relative_spread"]
+__all__ = ["compare", "Comparison", "Check", "IncomparableResults", "NothingToGate", "SpreadRule", "SPEED_RULE",
+           "TRAINING_RULE", "environment_differences", "efficiency", "fastest", "relative_range", "relative_spread"]

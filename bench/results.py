@@ -152,6 +152,9 @@ class Results:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise ResultsError(f"{path}: no such results file") from None
+        except (IsADirectoryError, NotADirectoryError, PermissionError) as err:
+            # a folder, a path through a file, an unreadable file: the same one line as a missing one, not a traceback
+            raise ResultsError(f"{path}: cannot read the results file ({err.strerror or err})") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ResultsError(f"{path}: not valid JSON ({err}); the file is corrupt or truncated") from err
         return cls.from_dict(data, str(path))

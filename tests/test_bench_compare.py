@@ -11,6 +11,7 @@ import pytest
 from bench.compare import (
     SPEED_RULE,
     IncomparableResults,
+    NothingToGate,
     SpreadRule,
     compare,
     efficiency,
@@ -19,7 +20,7 @@ from bench.compare import (
     relative_spread,
 )
 from bench.errors import UsageError
-from bench.results import Results, Row, Stats
+from bench.results import Results, Row, Stats, aggregate
 
 REFERENCE = Path(__file__).resolve().parent.parent / "reports" / "reference" / "quick.json"
 BASE = {"baseline-tiny": {"fps_b1": 28.0, "fps_b4": 38.0, "train": 12.3, "flops": 1.89e9},
@@ -379,3 +380,124 @@ def test_a_ratio_at_another_precision_is_listed_not_gated():
     assert cmp.passed, cmp.table(only_failures=True)
     notes = [c.note for c in cmp.checks if c.variant == "optimized-tiny" and c.kind == "ratio"]
     assert notes and all("not gated: precision fp32/fp32 in the reference, bf16/fp32 in NEW" in n for n in notes)
+
+
+ACCURACY_ROWS = {"val/mAP50": 0.90, "val/R@1": 0.91, "val/vocab_mAP50": 0.43,
+                 "novel/mAP50": 0.80, "novel/R@1": 0.86, "novel/vocab_mAP50": 0.25}
+
+
+def _with_accuracy(res: Results, metrics=tuple(ACCURACY_ROWS), **changed) -> Results:
+    """``res`` with optimized-tiny's accuracy rows (``metrics`` of :data:`ACCURACY_ROWS`), two seeds each;
+    ``changed``: metric (``/`` as ``__``) -> its new value."""
+    rows = []
+    for m in metrics:
+        value = changed.get(m.replace("/", "__"), ACCURACY_ROWS[m])
+        rows.append(_row("optimized-tiny", f"accuracy/{m}", [value, value]))
+    return dataclasses.replace(res, rows=res.rows + rows)
+
+
+def test_accuracy_gates_vocabulary_and_novel_metrics():
+    """The vocabulary mAP50 (what time to target uses) and the novel split are gated, not only val mAP50 / R@1:
+    a vocabulary mAP50 dropped to 0 used to pass 28/28."""
+    ref = _with_accuracy(make_results(seed=0))
+    assert compare(ref, _with_accuracy(make_results(seed=1))).passed
+    for metric in ("val__vocab_mAP50", "novel__mAP50", "novel__R@1", "novel__vocab_mAP50"):
+        cmp = compare(ref, _with_accuracy(make_results(seed=1), **{metric: 0.0}))
+        assert [(c.kind, c.metric) for c in cmp.failures] == [("accuracy", "accuracy/" + metric.replace("__", "/"))]
+    # within the margin passes
+    assert compare(ref, _with_accuracy(make_results(seed=1), val__vocab_mAP50=0.415)).passed
+    # an older reference without the vocabulary and novel rows: listed, not gated, and the note says why
+    old = _with_accuracy(make_results(seed=0), metrics=("val/mAP50", "val/R@1"))
+    cmp = compare(old, _with_accuracy(make_results(seed=1), val__vocab_mAP50=0.0))
+    assert cmp.passed, cmp.table(only_failures=True)
+    listed = {c.metric: c for c in cmp.checks if c.kind == "accuracy" and c.reference is None}
+    assert set(listed) == {"accuracy/val/vocab_mAP50", "accuracy/novel/mAP50", "accuracy/novel/R@1",
+                           "accuracy/novel/vocab_mAP50"}
+    assert all("not gated: not in the reference" in c.note for c in listed.values())
+
+
+def test_a_gate_without_checks_is_refused(tmp_path, capsys):
+    """An empty reference, or one whose rows all errored, passed "0/0 checks passed" with exit 0."""
+    from bench.cli import main
+
+    new = make_results(seed=1)
+    with pytest.raises(NothingToGate, match="no successful rows to gate against"):
+        compare(Results(), new)
+    errored = make_results(seed=0)
+    errored = dataclasses.replace(errored, rows=[dataclasses.replace(r, value=None, status="error", error="boom")
+                                                 for r in errored.rows])
+    with pytest.raises(NothingToGate, match="no successful rows"):
+        compare(errored, new)
+    # successful rows, none of which the gate compares (a per-call time): still no check
+    only_step = Results(rows=[_row("baseline-tiny", "train/step_ms", [80.0, 81.0])],
+                        variants={"baseline-tiny": {"reference": None, "group": "main"}})
+    with pytest.raises(NothingToGate, match="made no check"):
+        compare(only_step, only_step)
+    empty = tmp_path / "empty.json"
+    Results().save(empty)
+    assert main(["compare", str(empty), str(empty)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ovd-bench compare: REFERENCE has no successful rows" in err
+
+
+@pytest.mark.parametrize("option, value", [("speed_tolerance", 40.0), ("speed_tolerance", 0.0),
+                                           ("speed_tolerance", 1.0), ("speed_tolerance", float("nan")),
+                                           ("memory_tolerance", 0.0), ("memory_tolerance", 30.0),
+                                           ("accuracy_margin", -0.01), ("accuracy_margin", 2.0)])
+def test_tolerances_are_fractions(option, value):
+    """``--speed-tolerance 40`` (meant as 40%) let every ratio fall to nothing."""
+    ref = make_results(seed=0)
+    with pytest.raises(UsageError, match=r"--{}.*fraction.*0\.4 means 40%".format(option.replace("_", "-"))):
+        compare(ref, make_results(seed=1, slowdown=3.0), **{option: value})
+
+
+def test_cli_refuses_a_percentage_tolerance_with_one_line(tmp_path, capsys):
+    from bench.cli import main
+
+    ref = tmp_path / "ref.json"
+    make_results(seed=0).save(ref)
+    assert main(["compare", str(ref), str(ref), "--speed-tolerance", "40"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--speed-tolerance 40: expected a fraction in (0, 1) (0.4 means 40%)" in err
+    assert main(["compare", str(ref), str(ref), "--speed-tolerance", "0.4", "--accuracy-margin", "0"]) == 0
+
+
+def test_cli_compares_run_folders(tmp_path, capsys):
+    """``ovd-bench compare DIR DIR`` ended in IsADirectoryError's traceback and exit 1 (the regression code)."""
+    from bench.cli import main
+
+    for name, seed in (("ref", 0), ("new", 1)):
+        make_results(seed=seed).save(tmp_path / name / "results.json")
+    assert main(["compare", str(tmp_path / "ref"), str(tmp_path / "new")]) == 0
+    assert "checks passed" in capsys.readouterr().out
+    make_results(seed=1, slowdown=1.25).save(tmp_path / "new" / "results.json")
+    assert main(["compare", str(tmp_path / "ref"), str(tmp_path / "new")]) == 1
+    capsys.readouterr()
+    (tmp_path / "bare").mkdir()  # a folder without results.json: the missing file, named, exit 2
+    assert main(["compare", str(tmp_path / "ref"), str(tmp_path / "bare")]) == 2
+    assert "bare/results.json: no such results file" in capsys.readouterr().err
+
+
+def _with_failed_repeats(res: Results, variant: str, failed: int, of: int) -> Results:
+    """``res`` with ``variant``'s speed rows as :func:`aggregate` writes them when ``failed`` of ``of`` repeat
+    processes failed (the survivors' samples are ``res``'s first ones)."""
+    speed = [r for r in res.rows if r.variant == variant and r.metric.startswith(("train/", "infer/"))]
+    ok = [{"status": "ok", "rows": [{"metric": r.metric, "value": r.samples[i], "unit": r.unit, "extra": r.extra}
+                                    for r in speed]} for i in range(of - failed)]
+    errors = [{"status": "error", "error": f"RuntimeError: worker {i} died"} for i in range(failed)]
+    keep = [r for r in res.rows if not any(r is s for s in speed)]
+    return dataclasses.replace(res, rows=keep + aggregate(variant, "speed", ok + errors))
+
+
+def test_failed_repeats_in_new_fail_the_gate():
+    """A variant 4 of whose 5 speed processes failed used to pass on the one that survived."""
+    ref = make_results(seed=0)
+    assert compare(ref, _with_failed_repeats(make_results(seed=1), "optimized-tiny", 0, 3)).passed
+    cmp = compare(ref, _with_failed_repeats(make_results(seed=1), "optimized-tiny", 4, 5))
+    assert [(c.variant, c.kind) for c in cmp.failures] == [("optimized-tiny", "repeats")], cmp.table()
+    note = cmp.failures[0].note
+    assert note.startswith("4 of 5 repeats failed") and "worker 3 died" in note
+    # one check per measurement, not one per row of it
+    assert sum(c.kind == "repeats" for c in cmp.checks) == 1
+    # failed repeats in the reference are not NEW's regression
+    assert compare(_with_failed_repeats(ref, "optimized-tiny", 1, 3), make_results(seed=1)).passed

@@ -1,6 +1,7 @@
 """Results IO, statistics, the regression gate and the report, on synthetic results (no measuring)."""
 
 import json
+import re
 
 import pytest
 
@@ -51,6 +52,10 @@ def test_corrupt_and_wrong_schema_raise_clear_errors(tmp_path):
         Results.load(bad)
     with pytest.raises(ResultsError, match="no such"):
         Results.load(tmp_path / "missing.json")
+    # a folder, a path through a file, an unreadable file: one line naming the path, not an OSError's traceback
+    for path in (tmp_path, bad / "results.json"):
+        with pytest.raises(ResultsError, match=f"^{re.escape(str(path))}: cannot read the results file"):
+            Results.load(path)
     with pytest.raises(ResultsError):
         Row("v", "m", 1.0, "u", status="weird")
 
@@ -95,3 +100,15 @@ def test_aggregate_keeps_each_process_calls_and_why_an_arm_was_timed_once():
     assert r.samples == [0.5, 1.0] and r.value == 0.75
     assert r.extra["per_repeat"] == [{"calls": [0.3], "timed_once": "slow"}, {"calls": [0.1, 0.2]}]
     assert "calls" not in r.extra and "timed_once" not in r.extra  # per-process facts live in per_repeat only
+
+
+def test_unreadable_results_file_is_a_results_error(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    path.write_text("{}")
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(path), "read_text", denied)  # chmod does not stop root
+    with pytest.raises(ResultsError, match=r"results.json: cannot read the results file \(Permission denied\)"):
+        Results.load(path)
