@@ -103,14 +103,23 @@ def _results_file(path: str | Path) -> Path:
     return p / "results.json" if p.is_dir() else p
 
 
-def _accuracy_results(path: str | None):
+def _accuracy_results(path: str | None, here: dict, any_machine: bool = False):
     """``--accuracy PATH``: the accuracy profile's results.json (or its folder), for the Training Time and mAP
-    rows of the seed table; None when not given."""
+    rows of the seed table and the arms' accuracy verdicts; None when not given. ``here``: the machine the
+    report is for (an environment dict, :func:`bench.env.same_machine`); an accuracy run from another machine is refused unless
+    ``any_machine``: its training steps and its reduced-precision numerics are that machine's."""
     if not path:
         return None
+    from .env import machine_identity, same_machine
     from .results import Results
 
-    return Results.load(_results_file(path))
+    acc = Results.load(_results_file(path))
+    if same_machine(acc.environment, here) is False and not any_machine:
+        raise UsageError(f"--accuracy {path}: that run was measured on {machine_identity(acc.environment)}, this "
+                         f"report is for {machine_identity(here)}; its "
+                         "training times and arm verdicts (bf16 and int8 round differently on other CPUs) are that "
+                         "machine's; pass --accuracy-any-machine to use it anyway (the report then says so)")
+    return acc
 
 
 def cmd_run(args) -> int:
@@ -124,11 +133,15 @@ def cmd_run(args) -> int:
     profile = get_profile(name)
     user_models = []
     if args.model:  # bring your own model: NAME=package.module:function (bench.sources.ModelUnderTest)
-        from .variants import add_user_models, register_user_model
+        from .sources import resolve_factory
+        from .variants import add_user_models, get_variant, register_user_model
 
         user_models = [register_user_model(m) for m in args.model]
         # the worker processes import the factory: let them see the caller's folder
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)
+        sys.path.insert(0, os.getcwd())
+        for user in user_models:  # a factory that cannot be imported is a usage error, found before a folder is made
+            resolve_factory(get_variant(user).source.target)
         args.variants = ",".join(dict.fromkeys([*(args.variants or "").split(","), *user_models]))
     if args.variants:
         profile = restrict(profile, [v.strip() for v in args.variants.split(",") if v.strip()])
@@ -156,11 +169,15 @@ def cmd_run(args) -> int:
                                       accuracy_variants=(), memory_preset_batch=())
     kind = args.machine_kind or machine_kind(args.device if args.device != "auto" else None)
     threads = args.threads or profile.threads or os.cpu_count() or 1
-    if args.resume:
-        from .results import Results
+    if args.time_limit is not None and args.time_limit <= 0:
+        raise UsageError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
+    if args.resume:  # a --resume the run would refuse fails before a folder is made
+        from .runner import plan, resumed_tasks
 
-        Results.load(Path(args.resume) / "results.json")  # a bad --resume fails before a folder is made
-    accuracy = _accuracy_results(args.accuracy)  # so does a bad --accuracy
+        resumed_tasks(plan(profile), args.resume, threads, resume_any=args.resume_any)
+    from .env import this_machine
+
+    accuracy = _accuracy_results(args.accuracy, this_machine(), args.accuracy_any_machine)  # so does a bad --accuracy
     # A run writes only into its own folder; reports/ is refreshed by asking for it with --out.
     out = writable_dir(args.out) if args.out else new_run_dir(kind)
     args.out = str(out)  # the Ctrl-C message in main() names it
@@ -172,8 +189,6 @@ def cmd_run(args) -> int:
         env["global_overrides"] = _overrides(args.set)
     log(f"profile {name}: {len(profile.names())} variants, {profile.repeats} repeats, {threads} threads, extras "
         f"{','.join(profile.extras) or 'none'} -> {out}")
-    if args.time_limit is not None and args.time_limit <= 0:
-        raise UsageError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
     previous = _terminate_as_interrupt()  # `timeout` / a scheduler's SIGTERM: write the partial report, then stop
     try:
         results = run_profile(profile, out, threads, args.device, resume=args.resume, command=command,
@@ -191,6 +206,9 @@ def cmd_run(args) -> int:
     if errors:
         log(f"{len(errors)} metrics failed (recorded in results.json and the report)")
     log(f"run folder: {out}")
+    if results.rows and len(errors) == len(results.rows):
+        log("every measurement failed: exit status 1")
+        return 1
     return 0
 
 
@@ -237,7 +255,7 @@ def cmd_report(args) -> int:
     path = _results_file(args.results)  # a run folder or its results.json
     res = Results.load(path)
     out = writable_dir(args.out if args.out else path.parent)
-    print(render(res, out, accuracy=_accuracy_results(args.accuracy)))
+    print(render(res, out, accuracy=_accuracy_results(args.accuracy, res.environment, args.accuracy_any_machine)))
     return 0
 
 
@@ -245,7 +263,8 @@ def cmd_compare(args) -> int:
     from .compare import compare
     from .results import Results
 
-    ref, new = Results.load(args.reference), Results.load(args.new)  # ResultsError: one line, exit 2 (main)
+    # a run folder or its results.json, as for report; ResultsError: one line, exit 2 (main)
+    ref, new = Results.load(_results_file(args.reference)), Results.load(_results_file(args.new))
     cmp = compare(ref, new, args.speed_tolerance, args.memory_tolerance, args.accuracy_margin, args.allow_size_change,
                   allow_env_change=args.allow_env_change, gate_latency=args.gate_latency)
     print(cmp.table(only_failures=not args.verbose and not cmp.passed) if not cmp.passed or args.verbose
@@ -270,18 +289,22 @@ def cmd_profile(args) -> int:
 
 ACCURACY_HELP = ("results.json (or its folder) of an `ovd-bench run --profile accuracy` run: the seed table's Training "
                  "Time and mAP rows then come from it (the report names that run)")
+ANY_MACHINE_HELP = ("with --accuracy: use an accuracy run measured on another machine (CPU model and features, or GPU); "
+                    "refused otherwise, and the report says so when used")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _OneLineParser(prog="ovd-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="measure the variants of a profile and write results + REPORT.md")
-    r.add_argument("--profile", help="quick, default, accuracy or full (bench/profiles.py); "
-                   "default: 'default' on CPU, 'full' on CUDA")
+    r.add_argument("--profile", help="quick, default, accuracy, gpu or full (bench/profiles.py); "
+                   "default: 'default' on CPU, 'gpu' on CUDA")
     r.add_argument("--out", help="output folder (default: a new runs/<machine-kind>-<UTC YYYYmmdd-HHMMSS>/; "
                    "--out reports/<machine-kind> refreshes the committed report)")
-    r.add_argument("--resume", help="folder with a results.json whose finished tasks are kept")
+    r.add_argument("--resume", help="folder with a results.json whose finished tasks are kept (those this run "
+                   "plans with the same parameters, on the same machine and thread count)")
     r.add_argument("--accuracy", metavar="PATH", help=ACCURACY_HELP)
+    r.add_argument("--accuracy-any-machine", action="store_true", help=ANY_MACHINE_HELP)
     r.add_argument("--resume-any", action="store_true",
                    help="with --resume: keep finished tasks measured on another commit or source hash "
                    "(the results then record every source hash)")
@@ -327,15 +350,19 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("results", help="a run folder or its results.json")
     rp.add_argument("--out")
     rp.add_argument("--accuracy", metavar="PATH", help=ACCURACY_HELP)
+    rp.add_argument("--accuracy-any-machine", action="store_true", help=ANY_MACHINE_HELP)
     rp.set_defaults(func=cmd_report)
     c = sub.add_parser("compare", help="regression gate: exit 1 when NEW regresses against REFERENCE")
-    c.add_argument("reference")
-    c.add_argument("new")
+    c.add_argument("reference", help="a run folder or its results.json")
+    c.add_argument("new", help="a run folder or its results.json")
     c.add_argument("--speed-tolerance", type=float, default=0.4,
-                   help="allowed relative drop of a within-run speed ratio (default 0.4)")
+                   help="allowed relative drop of a within-run speed ratio, a fraction in (0, 1): 0.4 means 40%% "
+                        "(default 0.4)")
     c.add_argument("--memory-tolerance", type=float, default=0.3,
-                   help="allowed relative rise of a within-run memory ratio (default 0.3)")
-    c.add_argument("--accuracy-margin", type=float, default=0.02, help="allowed absolute mAP50/R@1 drop (default 0.02)")
+                   help="allowed relative rise of a within-run memory ratio, a fraction in (0, 10) (default 0.3)")
+    c.add_argument("--accuracy-margin", type=float, default=0.02,
+                   help="allowed absolute drop of mAP50, R@1 and vocabulary mAP50 (val and novel), in [0, 1) "
+                        "(default 0.02)")
     c.add_argument("--allow-size-change", action="store_true", help="parameter/FLOP count changes are intended")
     c.add_argument("--allow-env-change", action="store_true",
                    help="compare although profile, threads, device kind or torch major.minor differ")

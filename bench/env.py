@@ -52,6 +52,38 @@ def cpu_features(cpuinfo: str | None = None) -> str | None:
     return None
 
 
+def machine_identity(env: dict) -> str | None:
+    """What a measurement's absolute numbers belong to, from an environment dict (:func:`capture`'s keys), as
+    text: the GPU's name, or the CPU's model and instruction-set features; None when the dict does not say."""
+    device = env.get("device")
+    if device and device != "cpu":
+        return str(device)
+    if not env.get("cpu_model"):
+        return None
+    return f"{env['cpu_model']} ({env.get('cpu_features') or 'features unknown'})"
+
+
+def same_machine(a: dict, b: dict) -> bool | None:
+    """Whether two environment dicts describe the same kind of machine: the same GPU, or the same CPU model with
+    the same instruction-set features (not compared when either file predates recording them); None when
+    either dict does not say."""
+    gpu_a, gpu_b = (e.get("device") not in (None, "cpu") for e in (a, b))
+    if gpu_a or gpu_b:
+        return a.get("device") == b.get("device")
+    if not a.get("cpu_model") or not b.get("cpu_model"):
+        return None
+    fa, fb = a.get("cpu_features"), b.get("cpu_features")
+    return a["cpu_model"] == b["cpu_model"] and (fa is None or fb is None or fa == fb)
+
+
+def this_machine() -> dict:
+    """The :func:`capture` keys that :func:`same_machine` compares, for the machine this process runs on."""
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {"device": device, "cpu_model": cpu_model(), "cpu_features": cpu_features()}
+
+
 #: A machine without ``.git`` (a GPU box that got a copy of the tree) is told the commit by its host.
 COMMIT_ENV = "OVD_BENCH_GIT_COMMIT"
 UNKNOWN = "unknown"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .common import resolve_device
+from .env import machine_identity, same_machine, this_machine
 from .errors import UsageError
 from .profiles import Profile
 from .results import Results, aggregate
@@ -437,16 +438,77 @@ def _foreign_tasks(done: dict, current: dict) -> dict:
     return foreign
 
 
+def _resumable(done: dict, planned: list[Task], threads: int, here: dict) -> dict:
+    """The finished tasks of a ``--resume`` folder that this run may keep: those the current plan has, with the
+    same measurements and parameters (any other is re-run or dropped, and logged). One measured on another
+    machine or thread count is refused (:class:`bench.errors.UsageError`): its absolute numbers are not this
+    run's, and ``--resume-any`` does not change that."""
+    by_id = {t.id: t for t in planned}
+    keep, other_setup = {}, []
+    for tid, out in done.items():
+        task, recorded = by_id.get(tid), out.get("task") or {}
+        if task is None:
+            log(f"--resume: {tid} is not in this run's plan: dropped")
+            continue
+        if (list(recorded.get("measurements") or []) != list(task.measurements)
+                or _canonical(recorded.get("params") or {}) != _canonical(task.params)):
+            log(f"--resume: {tid} was measured with other parameters: re-run")
+            continue
+        env = out.get("environment") or {}
+        if same_machine(env, here) is False:
+            other_setup.append(f"{tid} on {machine_identity(env)}")
+        elif env.get("threads") is not None and env["threads"] != threads:
+            other_setup.append(f"{tid} with {env['threads']} threads")
+        else:
+            keep[tid] = out
+    if other_setup:
+        raise UsageError(
+            f"--resume: {len(other_setup)} finished tasks were measured on another machine or thread count "
+            f"({'; '.join(other_setup[:3])}{' ...' if len(other_setup) > 3 else ''}; this run: "
+            f"{machine_identity(here)}, {threads} "
+            f"threads); their absolute numbers are not this run's: re-run without --resume")
+    return keep
+
+
+def resumed_tasks(tasks: list[Task], resume: str | Path, threads: int, environment: dict | None = None,
+                  resume_any: bool = False) -> dict:
+    """Task id -> outcome: what ``run_profile(..., resume=resume)`` keeps of the planned ``tasks`` (see there);
+    raises :class:`bench.errors.UsageError` where it would refuse, so a command line can ask before it makes a
+    run folder."""
+    from .env import provenance
+
+    current = provenance()
+    prev = Results.load(Path(resume) / "results.json")
+    done = {k: v for k, v in prev.tasks.items() if v.get("status") == "ok"}
+    here = environment if environment and environment.get("cpu_model") else this_machine()  # the run's capture()
+    done = _resumable(done, tasks, threads, here)
+    foreign = _foreign_tasks(done, current)
+    if foreign and not resume_any:
+        seen = sorted(set(foreign.values()))
+        raise UsageError(
+            f"--resume {resume}: {len(foreign)} of {len(done)} finished tasks were measured on other code "
+            f"({'; '.join(seen[:3])}{' ...' if len(seen) > 3 else ''}; now commit {current['git_commit'][:12]}, "
+            f"source {current['source_hash'][:12]}); re-run without --resume, or pass --resume-any to keep them")
+    return done
+
+
+def _canonical(params: dict) -> str:
+    """Task parameters as comparable text (tuples and lists alike, key order ignored)."""
+    return json.dumps(params, sort_keys=True, default=str)
+
+
 def run_profile(profile: Profile, out_dir: str | Path, threads: int, device: str = "auto",
                 resume: str | Path | None = None, command: str = "", environment: dict | None = None,
                 resume_any: bool = False, time_limit_s: float | None = None,
                 fresh_interpreter: bool = False) -> Results:
     """Run every task of ``profile`` and write ``out_dir/results.json`` after each one.
 
-    ``resume``: a folder whose ``results.json`` tasks that finished ok are kept, not re-run. They must have
-    been measured on the current commit and source hash (``bench.env.provenance``), else
-    :class:`bench.errors.UsageError`; ``resume_any=True`` keeps them anyway. The results' environment
-    records ``source_hashes`` and ``git_commits`` (sorted, over every task) so a mixed file says so.
+    ``resume``: a folder whose ``results.json`` tasks that finished ok are kept, not re-run, when this run plans
+    the same task with the same parameters (else it is re-run), on the same machine and thread count (else
+    :class:`bench.errors.UsageError`, :func:`_resumable`). They must have been measured on the current commit
+    and source hash (``bench.env.provenance``), else UsageError too; ``resume_any=True`` keeps those anyway.
+    The results' environment records ``source_hashes`` and ``git_commits`` (sorted, over every task) so a mixed
+    file says so.
 
     ``time_limit_s``: wall seconds for the whole run; a task is not started when the estimate of its own
     time would take the run past the limit (the tasks left are listed as not run; the report marks the run
@@ -458,21 +520,11 @@ def run_profile(profile: Profile, out_dir: str | Path, threads: int, device: str
     out_dir = Path(out_dir)
     path = out_dir / "results.json"
     current = provenance()
-    done: dict = {}
-    if resume is not None:
-        prev = Results.load(Path(resume) / "results.json")
-        done = {k: v for k, v in prev.tasks.items() if v.get("status") == "ok"}
-        foreign = _foreign_tasks(done, current)
-        if foreign and not resume_any:
-            seen = sorted(set(foreign.values()))
-            raise UsageError(
-                f"--resume {resume}: {len(foreign)} of {len(done)} finished tasks were measured on other code "
-                f"({'; '.join(seen[:3])}{' ...' if len(seen) > 3 else ''}; now commit {current['git_commit'][:12]}, "
-                f"source {current['source_hash'][:12]}); re-run without --resume, or pass --resume-any to keep them")
+    tasks = plan(profile)
+    done = resumed_tasks(tasks, resume, threads, environment, resume_any) if resume is not None else {}
     results = Results(environment={**current, **(environment or {})}, profile={**profile.to_dict(), "threads": threads},
                       command=command,
                       variants={n: get_variant(n).to_dict() for n in profile.names()})
-    tasks = plan(profile)
     results.profile["planned_tasks"] = [t.id for t in tasks]
     if any(t.variant is None and t.row_label == MACHINE for t in tasks):
         results.variants[MACHINE] = dict(MACHINE_SPEC)  # so reports find the roofline rows' group
@@ -511,10 +563,9 @@ def run_profile(profile: Profile, out_dir: str | Path, threads: int, device: str
 
 
 def _past_limit(task: Task, finished: dict[str, list[float]], elapsed: float, limit: float) -> bool:
-    """Would ``task`` end past ``limit``? Its estimate: the mean of finished tasks of its kind, else 0 (a
-    first task of a kind always gets its chance while time is left)."""
-    same = finished.get(task.kind) or []
-    estimate = sum(same) / len(same) if same else 0.0
+    """Would ``task`` end past ``limit``? Its estimate: the mean of finished tasks of its kind, else the mean of
+    every finished task (:func:`estimate_seconds_left`'s rule; the first task of a run gets its chance)."""
+    estimate = estimate_seconds_left([task], finished) or 0.0
     return elapsed >= limit or elapsed + estimate > limit
 
 

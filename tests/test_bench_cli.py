@@ -260,3 +260,72 @@ def test_interrupted_run_still_writes_an_incomplete_report(in_tmp, monkeypatch):
     assert main(["run", "--profile", "quick", "--out", "cut"]) == 130
     report = (in_tmp / "cut" / "REPORT.md").read_text()
     assert "INCOMPLETE" in report and "`static:b`" in report
+
+
+def test_bad_time_limit_fails_before_a_run_folder_is_made(in_tmp, capsys, fake_run):
+    assert main(["run", "--profile", "quick", "--time-limit", "0", "--out", "o"]) == 2
+    one_line_error(capsys, "run")
+    assert not (in_tmp / "o").exists() and "out" not in fake_run
+
+
+@pytest.fixture
+def no_user_variants_left():
+    """--model registers a variant for the process's life; a test's registrations end with it."""
+    from bench.variants import VARIANTS
+
+    before = set(VARIANTS)
+    yield
+    for name in set(VARIANTS) - before:
+        del VARIANTS[name]
+
+
+def test_a_model_factory_that_cannot_be_imported_is_one_line_before_a_folder(in_tmp, capsys, fake_run,
+                                                                             no_user_variants_left):
+    assert main(["run", "--profile", "quick", "--model", "mine=nosuch_pkg_xyz.mod:build", "--out", "o"]) == 2
+    assert "cannot import module 'nosuch_pkg_xyz.mod'" in one_line_error(capsys, "run")
+    assert not (in_tmp / "o").exists() and "out" not in fake_run
+    (in_tmp / "mymod_for_cli_test.py").write_text("x = 1\n")  # found in the caller's folder, as workers find it
+    assert main(["run", "--profile", "quick", "--model", "mine2=mymod_for_cli_test:build", "--out", "o"]) == 2
+    assert "has no attribute 'build'" in one_line_error(capsys, "run")
+
+
+def test_a_run_whose_every_measurement_failed_exits_1(in_tmp, capsys, fake_run, monkeypatch):
+    from bench.results import Row
+
+    def failing(profile, out, threads, *args, **kwargs):
+        return SimpleNamespace(rows=[Row("optimized", "speed/*", None, "", status="error", error="boom")])
+
+    monkeypatch.setattr(bench.runner, "run_profile", failing)
+    assert main(["run", "--profile", "quick", "--out", "o"]) == 1
+    assert "every measurement failed" in capsys.readouterr().err
+
+    def partly(profile, out, threads, *args, **kwargs):
+        return SimpleNamespace(rows=[Row("optimized", "speed/*", None, "", status="error", error="boom"),
+                                     Row("optimized", "params/total", 5.0, "")])
+
+    monkeypatch.setattr(bench.runner, "run_profile", partly)
+    assert main(["run", "--profile", "quick", "--out", "o2"]) == 0  # the failure is in the report; the run is not lost
+
+
+def _accuracy_run(folder, **machine):
+    Results(environment={"machine_kind": "cpu-2core", **machine}, profile={"name": "accuracy"}).save(
+        folder / "results.json")
+    return folder
+
+
+def test_an_accuracy_run_from_another_machine_is_refused_unless_asked(in_tmp, capsys, fake_run):
+    other = _accuracy_run(in_tmp / "acc", device="cpu", cpu_model="Some Other CPU", cpu_features="avx2 fma")
+    assert main(["run", "--profile", "quick", "--accuracy", str(other), "--out", "o"]) == 2
+    line = one_line_error(capsys, "run")
+    assert "Some Other CPU" in line and "--accuracy-any-machine" in line
+    assert not (in_tmp / "o").exists()
+    assert main(["run", "--profile", "quick", "--accuracy", str(other), "--accuracy-any-machine", "--out", "o"]) == 0
+    here = _accuracy_run(in_tmp / "acc_here", **bench.env.this_machine())
+    assert main(["run", "--profile", "quick", "--accuracy", str(here), "--out", "o3"]) == 0
+    # `report` judges by the results' own machine, not the one it runs on
+    Results(environment={"device": "cpu", "cpu_model": "Some Other CPU", "cpu_features": "avx2 fma"}).save(
+        in_tmp / "run" / "results.json")
+    assert main(["report", str(in_tmp / "run"), "--accuracy", str(other)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(in_tmp / "run"), "--accuracy", str(here)]) == 2
+    assert "--accuracy-any-machine" in one_line_error(capsys, "report")

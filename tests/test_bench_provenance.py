@@ -12,7 +12,7 @@ import bench.env as env
 from bench.errors import UsageError
 from bench.profiles import get_profile, with_overrides
 from bench.results import Results
-from bench.runner import Task, run_profile, run_task
+from bench.runner import Task, plan, run_profile, run_task
 
 
 def _proc(rc, out):
@@ -96,16 +96,20 @@ def test_worker_records_provenance_for_a_task_without_variant(monkeypatch):
 
 # -- resume ------------------------------------------------------------------------------------
 
-def _outcome(tid, variant, source_hash, commit):
-    return {"status": "ok", "wall_seconds": 1.0,
-            "outcomes": {"params": {"status": "ok", "rows": [{"metric": "params/total", "value": 5.0, "unit": ""}]}},
-            "environment": {"git_commit": commit, "source_hash": source_hash},
-            "task": {"id": tid, "variant": variant, "measurements": ["params"], "repeat": 0, "params": {}}}
-
-
 def _static_only(*variants):
     return with_overrides(get_profile("quick"), static_variants=variants, memory_variants=(), speed_variants=(),
                           accuracy_variants=(), extras=(), repeats=0, train_loop_steps=0)
+
+
+def _outcome(tid, variant, source_hash, commit, **env_extra):
+    """A finished static task as the plan of :func:`_static_only` has it (same measurements and parameters)."""
+    planned = {t.id: t for t in plan(_static_only(variant))}[tid]
+    return {"status": "ok", "wall_seconds": 1.0,
+            "outcomes": {m: {"status": "ok", "rows": [{"metric": "params/total", "value": 5.0, "unit": ""}]}
+                         for m in planned.measurements},
+            "environment": {"git_commit": commit, "source_hash": source_hash, **env_extra},
+            "task": {"id": tid, "variant": variant, "measurements": planned.measurements, "repeat": 0,
+                     "params": planned.params}}
 
 
 def _previous(tmp_path, foreign: bool) -> Path:
@@ -155,6 +159,57 @@ def test_cli_resume_refusal_is_one_line(tmp_path, capsys):
                "--resume", str(prev), "--out", str(tmp_path / "out")])
     assert rc == 2
     assert "--resume-any" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before a run folder is made
+
+
+def _folder(tmp_path, **tasks) -> Path:
+    folder = tmp_path / "prev"
+    Results(tasks=tasks).save(folder / "results.json")
+    return folder
+
+
+def test_resume_keeps_only_tasks_this_run_plans_with_the_same_parameters(tmp_path):
+    from bench.runner import resumed_tasks
+
+    now = env.provenance()
+    same = _outcome("static:baseline-tiny", "baseline-tiny", now["source_hash"], now["git_commit"])
+    other = _outcome("static:optimized-tiny", "optimized-tiny", now["source_hash"], now["git_commit"])
+    other["task"]["params"] = {"flops": {"batch_size": 7}}  # measured at another batch: not this run's figure
+    unplanned = _outcome("static:baseline-tiny", "baseline-tiny", now["source_hash"], now["git_commit"])
+    folder = _folder(tmp_path, **{"static:baseline-tiny": same, "static:optimized-tiny": other,
+                                  "static:baseline": unplanned})
+    kept = resumed_tasks(plan(_static_only("baseline-tiny", "optimized-tiny")), folder, threads=1)
+    assert sorted(kept) == ["static:baseline-tiny"]
+
+
+@pytest.mark.parametrize("setup, message", [
+    ({"device": "cpu", "cpu_model": "Some Other CPU", "cpu_features": "avx2 fma", "threads": 1}, "Some Other CPU"),
+    ({"device": "NVIDIA H200", "threads": 1}, "NVIDIA H200"),
+    ({**env.this_machine(), "threads": 4}, "with 4 threads"),
+])
+def test_resume_refuses_tasks_from_another_machine_or_thread_count(tmp_path, setup, message):
+    from bench.runner import resumed_tasks
+
+    now = env.provenance()
+    done = _outcome("static:baseline-tiny", "baseline-tiny", now["source_hash"], now["git_commit"], **setup)
+    folder = _folder(tmp_path, **{"static:baseline-tiny": done})
+    with pytest.raises(UsageError, match=f"another machine or thread count.*{message}"):
+        resumed_tasks(plan(_static_only("baseline-tiny")), folder, threads=1, resume_any=True)
+    same = _outcome("static:baseline-tiny", "baseline-tiny", now["source_hash"], now["git_commit"],
+                    **env.this_machine(), threads=1)
+    folder = _folder(tmp_path, **{"static:baseline-tiny": same})
+    assert list(resumed_tasks(plan(_static_only("baseline-tiny")), folder, threads=1)) == ["static:baseline-tiny"]
+
+
+def test_same_machine_compares_gpu_or_cpu_model_and_features():
+    cpu = {"device": "cpu", "cpu_model": "EPYC", "cpu_features": "avx2 fma"}
+    assert env.same_machine(cpu, dict(cpu)) is True
+    assert env.same_machine(cpu, {**cpu, "cpu_features": "avx2 fma avx512f"}) is False  # same name, other ISA
+    assert env.same_machine(cpu, {**cpu, "cpu_features": None}) is True  # an older file: the model decides
+    assert env.same_machine(cpu, {"device": "NVIDIA H200", "cpu_model": "EPYC"}) is False
+    assert env.same_machine({"device": "NVIDIA H200", "cpu_model": "A"}, {"device": "NVIDIA H200",
+                                                                        "cpu_model": "B"}) is True
+    assert env.same_machine(cpu, {}) is None
 
 
 def test_several_commits_one_source_hash_is_not_called_a_mix_of_sources():

@@ -461,6 +461,30 @@ def test_incomplete_banner_lists_what_was_not_run():
     assert incomplete_lines(planted([], profile={"planned_tasks": ["x"]}, tasks={"x": {}})) != []
 
 
+def test_failed_repeats_are_named_at_the_top_of_the_report(tmp_path):
+    from bench.report.provenance import failed_repeat_lines
+    from bench.results import aggregate
+
+    ok = {"status": "ok", "rows": [{"metric": "train/samples_per_s", "value": 5.88, "unit": "samples/s"}]}
+    bad = {"status": "error", "error": "worker exited with -9 (killed: out of memory?)"}
+    res = planted(aggregate("optimized", "speed", [ok, bad, bad, bad, bad]))
+    text = "\n".join(failed_repeat_lines(res))
+    assert "Failed repeats" in text and "`optimized` speed: 4 of 5 processes failed" in text and "-9" in text
+    assert failed_repeat_lines(planted(aggregate("optimized", "speed", [ok, ok]))) == []
+    assert "Failed repeats" in report.render(res, tmp_path).read_text()
+
+
+def test_an_accuracy_run_from_another_machine_is_named_in_the_header(tmp_path):
+    here = {"device": "cpu", "cpu_model": "CPU A", "cpu_features": "avx2"}
+    res = planted([row("optimized", "params/total", [5.0])], environment=here)
+    acc = planted([row("optimized-tiny", "accuracy/val/mAP50", [0.9])],
+                  environment={**here, "cpu_model": "CPU B"})
+    text = report.render(res, tmp_path, accuracy=acc).read_text()
+    assert "accuracy run was measured on another machine" in text and "CPU B" in text
+    acc.environment["cpu_model"] = "CPU A"
+    assert "accuracy run was measured on another machine" not in report.render(res, tmp_path, accuracy=acc).read_text()
+
+
 def test_break_even_images_by_hand():
     from bench.report.arms import break_even_images, fmt_break_even
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..env import machine_identity, same_machine
 from ..results import Results
 from . import arms, dataparallel, peers, plots, provenance, roofline, scaling, seed, tables
 from .accuracy import accuracy_section, as_is_section
@@ -35,11 +36,15 @@ PLOT_CLAIMS = {"train/samples_per_s": seed.CLAIMS["train"].ratio, "memory/train_
 def _header(res: Results, acc_res: Results | None) -> list[str]:
     env, prof = res.environment, res.profile
     parts = [f"# ovd-bench report: {env.get('machine_kind', '?')}, profile `{prof.get('name', '?')}`\n\n"]
-    parts += [line + "\n\n" for line in provenance.incomplete_lines(res)]
+    parts += [line + "\n\n" for line in provenance.incomplete_lines(res) + provenance.failed_repeat_lines(res)]
     parts.append("\n".join(provenance.lines(res, "Measured by")) + "\n")
     if acc_res is not None:
         parts.append("\n" + "\n".join(provenance.lines(acc_res, "Training Time and mAP rows and the accuracy "
                                                                 "section come from the accuracy run")) + "\n")
+        if same_machine(acc_res.environment, env) is False:  # only with --accuracy-any-machine
+            parts.append(f"\n**The accuracy run was measured on another machine**, "
+                         f"{machine_identity(acc_res.environment)} (this run: {machine_identity(env)}): its training "
+                         "times and the arms' accuracy verdicts behind the recommendation are that machine's.\n")
     parts.append("\n" + tables.machine_line(res) + "\n")
     return parts
 
