@@ -34,11 +34,11 @@ class Run:
 NOT_TRAINED_PREFIX = "not trained by the suite"
 
 
-def untrained(tt_row: dict) -> bool:
-    """Whether a time-to-target row (as a dict) belongs to a factory or hub model whose ``predict()`` the suite
-    scored as it is, without training: not a training run."""
-    return (tt_row.get("extra") or {}).get("trained") is False or str(tt_row.get("error") or "").startswith(
-        NOT_TRAINED_PREFIX)
+def untrained(extra: dict | None, error: str | None) -> bool:
+    """Whether a time-to-target row (its ``extra`` and ``error``, from a Row or a task outcome's row dict) belongs
+    to a factory or hub model whose ``predict()`` the suite scored as it is, without training: not a training
+    run."""
+    return (extra or {}).get("trained") is False or str(error or "").startswith(NOT_TRAINED_PREFIX)
 
 
 def scored_as_is(res: Results | None) -> dict[str, str]:
@@ -47,7 +47,7 @@ def scored_as_is(res: Results | None) -> dict[str, str]:
     if res is None:
         return {}
     return {r.variant: r.error for r in res.rows
-            if r.metric == TTT and untrained({"extra": r.extra, "error": r.error})}
+            if r.metric == TTT and untrained(r.extra, r.error)}
 
 
 def point_time(p: dict) -> float:
@@ -78,14 +78,14 @@ def runs(res: Results | None) -> dict[str, list[Run]]:
         variant = (task.get("task") or {}).get("variant") or tid.split(":")[1]
         rows = {r["metric"]: r for r in outcome.get("rows", [])}
         tt = rows.get(TTT)
-        if tt is None or untrained(tt):
+        if tt is None or untrained(tt.get("extra"), tt.get("error")):
             continue
         extra = tt.get("extra") or {}
         final = {m.split("/", 1)[1]: r.get("value") for m, r in rows.items() if m != TTT and r.get("value") is not None}
         out.setdefault(variant, []).append(Run(variant, _seed_of(tid, task), extra.get("budget_s"), tt.get("value"),
                                                extra.get("target_map50"), list(extra.get("curve") or []), final))
     for row in res.rows:
-        if row.metric == TTT and row.variant not in out and not untrained({"extra": row.extra, "error": row.error}):
+        if row.metric == TTT and row.variant not in out and not untrained(row.extra, row.error):
             extra = row.extra or {}
             final = {r.metric.split("/", 1)[1]: r.value for r in res.rows
                      if r.variant == row.variant and r.metric.startswith("accuracy/") and r.metric != TTT

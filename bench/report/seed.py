@@ -267,7 +267,9 @@ def notes(res: Results) -> str:
     before, after = pair(res)
     return (f"Before = `{before}`, After = `{after}`. Change = After/Before, ratio of medians with the IQR "
             "interval [q1_after/q3_before, q3_after/q1_before] over repeat processes (training runs: over seeds); "
-            "counts are exact. Verdict on the whole interval: **holds** = all of it meets the claim, "
+            "counts are exact; a figure from one process (memory, a single peak per variant and process kind) has no "
+            "interval, so its verdict is on the point alone and a change within a few percent of the claim is "
+            "not resolved. Verdict on the whole interval: **holds** = all of it meets the claim, "
             "**inconclusive** = it straddles the claim, **partly** = all of it is a gain but short of the claim, "
             "**does not hold** = all of it is short of the claim and no gain is established. A run that missed "
             "its target is censored (its time is more than its budget), so a time ratio can be a bound (< x) and "
