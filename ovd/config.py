@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,31 @@ def _check_positive(owner: str, key: str, value: Any) -> None:
         raise ValueError(f"{owner}.{key}={value!r} must be a positive number")
 
 
+def _check_non_negative(owner: str, key: str, value: Any) -> None:
+    if value < 0:  # the type is checked first, by _check_types
+        raise ValueError(f"{owner}.{key}={value!r} must be a number >= 0")
+
+
+def _check_fraction(owner: str, key: str, value: Any) -> None:
+    if not 0 <= value <= 1:  # the type is checked first, by _check_types
+        raise ValueError(f"{owner}.{key}={value!r} must be a number in [0, 1]")
+
+
+def _check_types(owner: str, config: Any) -> None:
+    """Refuse a bool, int or float field holding another type, whatever the route (``--set``, a Python dict, YAML
+    or JSON): the string "False" is truthy, and a float count (2.5, or 1e2 from JSON) fails later, mid-training.
+    Ints are not converted from integral floats: a count written as a float is refused, never silently rounded.
+    Runs after the field-specific checks (their messages also give the range), before any check reading a bool."""
+    for key, hint in typing.get_type_hints(type(config)).items():
+        value = getattr(config, key)
+        if hint is bool and not isinstance(value, bool):
+            raise ValueError(f"{owner}.{key}={value!r} must be true or false (a bool, not {type(value).__name__})")
+        if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{owner}.{key}={value!r} must be an int (not {type(value).__name__})")
+        if hint is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            raise ValueError(f"{owner}.{key}={value!r} must be a finite number")
+
+
 @dataclass
 class ImageEncoderConfig:
     # timm model name; any Swin works, and so does any timm backbone with features_only support.
@@ -60,6 +86,7 @@ class ImageEncoderConfig:
             raise ValueError(f"image.num_feature_levels={self.num_feature_levels!r}; choose one of [1, 2, 3]")
         if not isinstance(self.backbone_kwargs, dict):
             raise ValueError("image.backbone_kwargs must be a mapping of timm keyword arguments")
+        _check_types("image", self)
         # JSON/YAML give lists; timm takes tuples. Normalizing keeps configs equal after a round trip.
         self.backbone_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in self.backbone_kwargs.items()}
 
@@ -86,13 +113,14 @@ class TextEncoderConfig:
     def __post_init__(self) -> None:
         if isinstance(self.context_layers, bool) or not isinstance(self.context_layers, int) or self.context_layers < 0:
             raise ValueError(f"text.context_layers={self.context_layers!r} must be an int >= 0")
-        if self.phrase_attention and self.context_layers:  # they would mix the phrases phrase_attention keeps apart
-            raise ValueError(f"text.phrase_attention=true needs text.context_layers=0 (it is {self.context_layers}): "
-                             "the context layers attend across the whole prompt")
         if not self.name_or_path or not isinstance(self.name_or_path, str):
             raise ValueError("text.name_or_path must be a hub name, a local folder or " + BUNDLED_TEXT_ENCODER)
         if not isinstance(self.max_tokens, int) or not 4 <= self.max_tokens <= 512:
             raise ValueError(f"text.max_tokens={self.max_tokens!r} must be an int in [4, 512]")
+        _check_types("text", self)  # before the check below: the string "False" would read as true there
+        if self.phrase_attention and self.context_layers:  # they would mix the phrases phrase_attention keeps apart
+            raise ValueError(f"text.phrase_attention=true needs text.context_layers=0 (it is {self.context_layers}): "
+                             "the context layers attend across the whole prompt")
 
 
 @dataclass
@@ -117,6 +145,8 @@ class FusionConfig:
         _check_positive("fusion", "num_layers", self.num_layers)
         _check_positive("fusion", "num_heads", self.num_heads)
         _check_positive("fusion", "ffn_ratio", self.ffn_ratio)
+        _check_types("fusion", self)
+        _check_fraction("fusion", "dropout", self.dropout)
 
 
 @dataclass
@@ -143,6 +173,8 @@ class BoxHeadConfig:
         _check_choice("box_head", "query_init", self.query_init, QUERY_INIT_CHOICES)
         for key in ("num_queries", "num_decoder_layers", "num_heads", "ffn_ratio"):
             _check_positive("box_head", key, getattr(self, key))
+        _check_types("box_head", self)
+        _check_fraction("box_head", "dropout", self.dropout)
 
 
 @dataclass
@@ -166,6 +198,8 @@ class LossConfig:
             value = getattr(self, f.name)
             if f.name != "aux_loss" and (not isinstance(value, (int, float)) or value < 0):
                 raise ValueError(f"loss.{f.name}={value!r} must be a non-negative number")
+        _check_types("loss", self)
+        _check_fraction("loss", "focal_alpha", self.focal_alpha)  # (1 - alpha) weighs the negatives
 
 
 @dataclass
@@ -212,18 +246,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_choice("train", "precision", self.precision, PRECISION_CHOICES)
         _check_choice("train", "optimizer_impl", self.optimizer_impl, OPTIMIZER_IMPL_CHOICES)
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"train.compile={self.compile!r} must be true or false")
         _check_choice("train", "scheduler", self.scheduler, SCHEDULER_CHOICES)
         self.betas = tuple(self.betas)
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                                           for b in self.betas):
             raise ValueError(f"train.betas={self.betas!r} must be two numbers in [0, 1)")
         for key in ("batch_size", "lr", "eps"):
             _check_positive("train", key, getattr(self, key))
         if not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ValueError(f"train.num_workers={self.num_workers!r} must be an int >= 0")
-        if self.persistent_workers and self.num_workers == 0:
-            raise ValueError("train.persistent_workers=True needs train.num_workers > 0")
         if isinstance(self.negative_phrases, bool) or not isinstance(self.negative_phrases, int) or self.negative_phrases < 0:
             raise ValueError(f"train.negative_phrases={self.negative_phrases!r} must be an int >= 0 (0 = off)")
         if isinstance(self.negative_rate, bool) or not isinstance(self.negative_rate, (int, float)) \
@@ -238,6 +269,14 @@ class TrainConfig:
         if isinstance(self.hard_negative_share, bool) or not isinstance(self.hard_negative_share, (int, float)) \
                 or not 0.0 <= self.hard_negative_share <= 1.0:
             raise ValueError(f"train.hard_negative_share={self.hard_negative_share!r} must be a number in [0, 1]")
+        _check_types("train", self)
+        if self.persistent_workers and self.num_workers == 0:
+            raise ValueError("train.persistent_workers=True needs train.num_workers > 0")
+        # grad_clip 0 = no clipping (TrainStep skips it); a negative max norm would flip the gradients' sign.
+        # backbone_lr/text_lr 0 keep those weights still; the seed feeds np.random.default_rng, which takes no negative.
+        for key in ("backbone_lr", "text_lr", "weight_decay", "grad_clip", "seed"):
+            _check_non_negative("train", key, getattr(self, key))
+        _check_fraction("train", "warmup_fraction", self.warmup_fraction)
 
 
 @dataclass
@@ -258,6 +297,7 @@ class DetectorConfig:
     def __post_init__(self) -> None:
         _check_choice("config", "similarity", self.similarity, SIMILARITY_CHOICES)
         _check_positive("config", "out_dim", self.out_dim)
+        _check_types("config", self)
         for heads_owner in ("fusion", "box_head"):
             heads = getattr(self, heads_owner).num_heads
             if self.out_dim % heads:
@@ -462,10 +502,14 @@ def _set_dotted(data: dict, key: str, value: Any) -> None:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """Parse a command-line override ``key=value``; the value is read as JSON when it parses."""
+    """Parse a command-line override ``key=value``; the value is read as JSON when it parses, and
+    true/false in any case (Python's True/False) as a bool. Not yes/no or 1/0: the key's type is not known
+    here, so those would turn a string or int value into a bool; a bool field refuses them by name."""
     if "=" not in text:
         raise ValueError(f"override {text!r} must look like key=value, e.g. fusion.attention=sdpa")
     key, raw = text.split("=", 1)
+    if raw.strip().lower() in ("true", "false"):
+        return key.strip(), raw.strip().lower() == "true"
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:

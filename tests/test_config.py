@@ -95,3 +95,56 @@ def test_legacy_config_keeps_its_old_meaning_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert DetectorConfig.from_dict(new) == get_config("optimized")
+
+
+@pytest.mark.parametrize("raw,value", [("false", False), ("False", False), ("FALSE", False), ("True", True), ("true", True)])
+def test_parse_override_reads_booleans_in_any_case(raw, value):
+    # "False" used to stay a string, which is truthy: text.frozen=False kept the text encoder frozen
+    assert parse_override(f"text.frozen={raw}") == ("text.frozen", value)
+    assert get_config("optimized-tiny", dict([parse_override(f"text.frozen={raw}")])).text.frozen is value
+
+
+@pytest.mark.parametrize("key", ["text.frozen", "text.pretrained", "text.phrase_attention", "loss.aux_loss",
+                                 "train.pin_memory", "image.pretrained"])
+@pytest.mark.parametrize("value", ["False", "no", 0, 1])
+def test_bool_fields_refuse_other_types_by_name(key, value):
+    with pytest.raises(ValueError, match=rf"{key}=.* must be true or false"):
+        get_config("optimized-tiny", {key: value})
+
+
+def test_a_string_bool_is_refused_from_a_config_file(tmp_path):
+    data = get_config("optimized-tiny").to_dict()
+    data["loss"]["aux_loss"] = "False"
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="loss.aux_loss='False' must be true or false"):
+        DetectorConfig.load(tmp_path / "c.json")
+
+
+@pytest.mark.parametrize("key,value,fragment", [
+    ("train.grad_clip", -1, "train.grad_clip=-1 must be a number >= 0"),
+    ("train.weight_decay", -1e-4, "train.weight_decay=.* must be a number >= 0"),
+    ("train.backbone_lr", -1e-3, "train.backbone_lr=.* >= 0"),
+    ("train.seed", -1, "train.seed=-1 must be a number >= 0"),
+    ("train.warmup_fraction", 5, r"train.warmup_fraction=5 must be a number in \[0, 1\]"),
+    ("fusion.dropout", 1.5, r"fusion.dropout=1.5 must be a number in \[0, 1\]"),
+    ("loss.focal_alpha", 2.0, r"loss.focal_alpha=2.0 must be a number in \[0, 1\]"),
+    ("box_head.num_queries", 2.5, "box_head.num_queries=2.5 must be an int"),
+    ("box_head.num_queries", 1e2, "box_head.num_queries=100.0 must be an int"),  # JSON reads 1e2 as a float
+    ("train.batch_size", 8.0, "train.batch_size=8.0 must be an int"),
+    ("image.num_feature_levels", 2.0, "image.num_feature_levels=2.0 must be an int"),
+    ("out_dim", 128.0, "config.out_dim=128.0 must be an int"),
+    ("train.lr", float("nan"), "train.lr=nan must be a finite number"),
+    ("train.weight_decay", "1e-4", "train.weight_decay='1e-4' must be a finite number"),  # YAML reads 1e-4 as text
+    ("train.betas", ["0.9", 0.98], "train.betas=.* two numbers"),
+])
+def test_bad_numbers_are_refused_by_name(key, value, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        get_config("optimized-tiny", {key: value})
+
+
+def test_numeric_edges_that_mean_something_are_kept():
+    # grad_clip 0 = no clipping, lr 0 keeps the backbone still, an int is a valid float
+    cfg = get_config("optimized-tiny", {"train.grad_clip": 0, "train.backbone_lr": 0, "train.warmup_fraction": 0,
+                                        "train.weight_decay": 0, "train.lr": 1, "fusion.dropout": 0.1})
+    assert (cfg.train.grad_clip, cfg.train.backbone_lr, cfg.train.lr, cfg.fusion.dropout) == (0, 0, 1, 0.1)
+    assert get_config("optimized-tiny", {"train.warmup_fraction": 1.0}).train.warmup_fraction == 1.0
