@@ -64,8 +64,13 @@ def list_images(spec: str) -> list[Path]:
     if path.suffix.lower() == ".txt":
         if not path.is_file():
             raise ValueError(f"--images {spec}: list file not found")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"--images {spec}: the list file is not valid UTF-8 text ({exc.reason} at byte "
+                             f"{exc.start})") from exc
         found = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in text.splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
                 entry = Path(line).expanduser()

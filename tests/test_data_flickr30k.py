@@ -124,3 +124,16 @@ def test_split_id_escaping_the_root_is_refused(tmp_path):
     (root / "train.txt").write_text("../../etc/passwd\n")
     with pytest.raises(DataError, match="escapes the data root"):
         load_flickr30k(root, "train")
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "1e999", "nan"])
+def test_xml_with_a_non_finite_number_names_file_and_tag(tmp_path, value):
+    write_flickr_image(tmp_path, "7", ["[/EN#1/other a box] ."], annotation_xml(20, 20, [object_xml(["1"], (value, 2, 3, 4))]))
+    with pytest.raises(DataError, match=r"7\.xml: <xmin> is not a (finite )?number: '" + value):
+        load_flickr30k(tmp_path, "train")
+
+
+def test_xml_with_a_non_integer_nobndbox_flag_names_file_and_tag(tmp_path):
+    write_flickr_image(tmp_path, "7", ["[/EN#1/other a box] ."], annotation_xml(20, 20, [object_xml(["1"], nobndbox="yes")]))
+    with pytest.raises(DataError, match=r"7\.xml: <nobndbox> is not an integer flag"):
+        load_flickr30k(tmp_path, "train")

@@ -83,3 +83,34 @@ def test_exif_rotated_image_boxes_stay_right(tmp_path):
     # the box region of the resized image is red: red channel well above the others there
     cx, cy = int(0.875 * 32), int(0.5 * 32)
     assert item["image"][0, cy, cx] > 1.5 and item["image"][1, cy, cx] < 0
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
+def test_sixteen_bit_gradient_is_scaled_not_clipped(tmp_path, mode):
+    import numpy as np
+
+    gradient = (np.arange(64 * 256, dtype=np.uint32) * 4).reshape(64, 256).astype(np.uint16)  # 0 .. 65532
+    if mode == "I;16B":
+        img = Image.frombytes(mode, (256, 64), gradient.astype(">u2").tobytes())
+    else:
+        img = Image.fromarray(gradient).convert(mode)
+    path = tmp_path / f"gradient.{'png' if mode == 'I;16' else 'tiff'}"  # PNG cannot hold I or I;16B
+    img.save(path)
+    with Image.open(path) as check:
+        assert check.mode == mode or (mode == "I;16B" and check.mode.startswith("I;16"))
+    rgb = load_image(path)
+    assert rgb.mode == "RGB" and rgb.size == (256, 64)
+    pixels = np.asarray(rgb)
+    assert (pixels[..., 0] == pixels[..., 2]).all()
+    np.testing.assert_array_equal(pixels[..., 0], gradient >> 8)  # the whole range, not 99.6% white
+    assert (pixels == 255).mean() < 0.01
+
+
+def test_non_utf8_image_list_names_the_file(tmp_path):
+    """``ovd predict --images list.txt``: the list file is read by ``ovd.batch_predict.list_images``."""
+    from ovd.batch_predict import list_images
+
+    path = tmp_path / "list.txt"
+    path.write_bytes(b"caf\xe9.jpg\n")
+    with pytest.raises(ValueError, match=r"list\.txt: the list file is not valid UTF-8"):
+        list_images(str(path))

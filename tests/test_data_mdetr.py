@@ -74,3 +74,36 @@ def test_missing_json_malformed_json_and_escaping_file_name(tmp_path):
     _json(tmp_path, file_name="../../secret.jpg")
     with pytest.raises(DataError, match="escapes the data root"):
         load_mdetr(tmp_path, "val")
+
+
+def _write_raw(tmp_path, data):
+    import json
+
+    path = tmp_path / "final_flickr_separateGT_val.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def _record(**changes):
+    record = {"id": 0, "file_name": "100.jpg", "height": 100, "width": 200, "caption": CAPTION}
+    record.update(changes)
+    return record
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"images": [_record()], "annotations": {"1": {"image_id": 0}}}, r"'annotations' must be a list of objects, got dict"),
+    ({"images": {"0": _record()}}, r"'images' must be a list of objects, got dict"),
+    ({"images": [["100.jpg", 100, 200]]}, r"image record 0 must be an object, got list"),
+    ({"images": [_record()], "annotations": [[0, [1, 2, 3, 4]]]}, r"annotation 0 must be an object, got list"),
+    ({"images": [_record()], "annotations": [{"id": 5, "image_id": [0], "bbox": [0, 0, 1, 1]}]},
+     r"annotation id=5: image_id must be a number or a string"),
+    ({"images": [_record(sentence_id="abc")]}, r"image record id=0: sentence_id must be an integer, got 'abc'"),
+    ({"images": [_record(width=float("inf"))]}, r"image record id=0: missing or bad field"),
+    ({"images": [_record(file_name=["100.jpg"])]}, r"image record id=0: file_name must be a string"),
+    ({"images": [_record(tokens_positive_eval=5)]}, r"image record id=0: tokens_positive_eval must be a list"),
+    ({"images": [_record(tokens_positive_eval=[[[0, float("inf")]]])]}, r"image record id=0: spans must be a list"),
+])
+def test_valid_json_of_the_wrong_shape_is_a_data_error_naming_the_file(tmp_path, data, message):
+    _write_raw(tmp_path, data)
+    with pytest.raises(DataError, match=r"final_flickr_separateGT_val\.json: " + message):
+        load_mdetr(tmp_path, "val")

@@ -240,3 +240,37 @@ def test_each_switch_reaches_exactly_its_component(key, value, fusion_expect, he
             assert _attention_impls(part) == attn, (key, type(part).__name__)
         if mlp is not None:
             assert _mlp_kinds(part) == mlp, (key, type(part).__name__)
+
+
+def test_caption_labels_are_the_prompts_own_text(tiny_model):
+    prompt = "a giraffe beside an xylophone, please"
+    results = tiny_model.predict([Image.new("RGB", (40, 30), "white")], [prompt], threshold=0.0, text_threshold=0.0)
+    assert results[0]["labels"] and set(results[0]["labels"]) == {prompt}  # not "a gi raf fe beside an x yl ophone"
+    # a run of consecutive selected tokens is one substring of the prompt; separate runs are joined by a space
+    enc = tiny_model.tokenize([prompt])
+    offsets = enc["offset_mapping"][0]
+    tokens = [prompt[s:e] for s, e in offsets.tolist()]
+    giraffe = [i for i, (s, e) in enumerate(offsets.tolist()) if e > s and 2 <= s < 9]  # WordPieces of "giraffe"
+    xylophone = [i for i, (s, e) in enumerate(offsets.tolist()) if e > s and 20 <= s < 29]
+    assert len(giraffe) > 1 and len(xylophone) > 1, tokens
+    probs = torch.zeros(len(tokens))
+    probs[giraffe + xylophone] = 1.0
+    probs[0] = probs[-1] = 1.0  # special tokens ([CLS], [SEP]: empty offsets) never reach the label
+    assert tiny_model._label(probs, offsets, prompt, None, 0.5) == "giraffe xylophone"
+    probs[giraffe[-1] + 1:xylophone[0]] = 1.0  # " beside an " tokens too: one run, the prompt's own spacing
+    assert tiny_model._label(probs, offsets, prompt, None, 0.5) == "giraffe beside an xylophone"
+    # phrase mode is unchanged: the best phrase, verbatim
+    phrase_results = tiny_model.predict([Image.new("RGB", (40, 30))], [["giraffe", "xylophone"]], threshold=0.0)
+    assert set(phrase_results[0]["labels"]) <= {"giraffe", "xylophone"}
+
+
+def test_predict_scales_uint8_tensors_and_refuses_0_255_floats(tiny_model):
+    rng = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (1, 3, 30, 40), dtype=torch.uint8, generator=rng)
+    pil = Image.fromarray(pixels[0].permute(1, 2, 0).numpy())
+    from_pil = tiny_model.predict([pil], ["a cat"], threshold=0.0)[0]
+    from_uint8 = tiny_model.predict(pixels, ["a cat"], threshold=0.0)[0]
+    assert torch.equal(from_uint8["scores"], from_pil["scores"]) and torch.equal(from_uint8["boxes"], from_pil["boxes"])
+    with pytest.raises(ValueError, match=r"\[0, 1\].*max 255"):
+        tiny_model.predict(pixels.float(), ["a cat"])
+    tiny_model.predict(pixels.float() / 255, ["a cat"])  # in [0, 1]: accepted

@@ -60,3 +60,25 @@ def test_one_truncation_warning_names_the_prompt(model):
     with pytest.warns(UserWarning, match=r"prompt 1 truncated to text.max_tokens=6 tokens"):
         enc = proc.tokenize(["a cat", "a very long prompt that does not fit in six tokens"])
     assert enc["input_ids"].shape[1] == 6 and proc.truncated(enc) == [1]
+
+
+def test_uint8_tensor_is_scaled_like_a_pil_image_and_float_tensor_must_be_in_unit_range():
+    rng = np.random.default_rng(0)
+    pil = Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    as_uint8 = torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)[None]  # (1, 3, 40, 60) 0-255
+    expected, _ = images_to_batch([pil], 16)
+    got, sizes = images_to_batch(as_uint8, 16)
+    assert sizes == [(40, 60)]
+    assert torch.equal(got, expected)  # uint8 tensors take the PIL path's steps: bit-identical
+    square = as_uint8[..., :40]  # already at the input size: no resize, still scaled by 1/255
+    torch.testing.assert_close(images_to_batch(square, 40)[0], images_to_batch(square.float() / 255, 40)[0])
+    # a float tensor in [0, 1] is accepted as before, a 0-255 or ImageNet-normalized one is refused
+    images_to_batch(as_uint8.float() / 255, 16)
+    with pytest.raises(ValueError, match=r"values must lie in \[0, 1\], got min 0, max 255"):
+        images_to_batch(as_uint8.float(), 16)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        images_to_batch(expected, 16)  # already normalized: negative values
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        images_to_batch(torch.full((1, 3, 8, 8), float("nan")), 8)
+    with pytest.raises(ValueError, match="uint8 .* or float"):
+        images_to_batch(as_uint8.long(), 16)

@@ -306,3 +306,32 @@ def test_cli_eval_accepts_every_sentence_of_an_image(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["R@1"] == pytest.approx(1.0)
     assert result["num_sentences_without_phrases"] == 1 and result["num_sentences"] == len(dataset.samples)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'[{"image_id": "1" "sentence_id": 0, "boxes": []}]', r"preds\.json: malformed JSON \(Expecting ',' delimiter"),
+    (b'[{"image_id": "caf\xe9", "sentence_id": 0, "boxes": []}]', r"preds\.json: not valid UTF-8"),
+    (None, r"preds\.json: prediction file not found"),
+])
+def test_load_predictions_names_the_file_of_an_unreadable_file(tmp_path, content, message):
+    from ovd.training.metrics import load_predictions
+
+    path = tmp_path / "preds.json"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        load_predictions(str(path))
+    with pytest.raises(ValueError, match=r"cannot read the prediction file"):
+        load_predictions(str(tmp_path))  # a folder
+
+
+def test_cli_eval_names_a_malformed_prediction_file(tmp_path, capsys):
+    from test_data_fixtures import write_main_flickr
+
+    from ovd.cli import main
+
+    root = write_main_flickr(tmp_path / "flickr")
+    path = tmp_path / "preds.json"
+    path.write_text('[{"image_id": "1" "sentence_id": 0}]')
+    assert main(["eval", "--predictions", str(path), "--data-root", str(root), "--split", "train"]) == 2
+    assert f"{path}: malformed JSON" in capsys.readouterr().err

@@ -129,8 +129,10 @@ def _int_field(elem: ET.Element, tag: str, path: Path) -> int:
         raise DataError(f"{path}: <{elem.tag}> has no <{tag}>")
     try:
         return int(float(node.text.strip()))  # some files write "12.0"
-    except ValueError as exc:
+    except ValueError as exc:  # also "nan"
         raise DataError(f"{path}: <{tag}> is not a number: {node.text!r}") from exc
+    except OverflowError as exc:  # "inf", "1e999"
+        raise DataError(f"{path}: <{tag}> is not a finite number: {node.text!r}") from exc
 
 
 def read_annotation(path: str | Path) -> FlickrAnnotation:
@@ -157,7 +159,13 @@ def read_annotation(path: str | Path) -> FlickrAnnotation:
             xmax, ymax = _int_field(bnd, "xmax", path), _int_field(bnd, "ymax", path)
             ann.boxes.append(BoxAnnotation((float(xmin - 1), float(ymin - 1), float(xmax), float(ymax)), chains))
         else:
-            flags = {tag: int(obj.findtext(tag, "0").strip() or 0) for tag in ("nobndbox", "scene")}
+            flags = {}
+            for tag in ("nobndbox", "scene"):
+                text = obj.findtext(tag, "0").strip() or "0"
+                try:
+                    flags[tag] = int(text)
+                except ValueError as exc:
+                    raise DataError(f"{path}: <{tag}> is not an integer flag (0 or 1): {text!r}") from exc
             for chain in chains:
                 ann.no_box_chains[chain] = flags
     return ann

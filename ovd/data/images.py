@@ -21,12 +21,27 @@ def resolve_under(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
     return candidate
 
 
+#: Pillow's modes for 16-bit grayscale ("I": 32-bit integers, how Pillow opens some 16-bit files).
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _sixteen_bit_to_l(img: Image.Image) -> Image.Image:
+    """16-bit grayscale (0-65535) -> 8-bit "L" keeping the high byte (v >> 8, the inverse of the usual
+    8 -> 16 bit expansion v * 257). Pillow's own convert("L") clips at 255 instead, which turns all but
+    the darkest 1/256 of the range white. Mode "I" values outside 0-65535 are clipped to it first."""
+    import numpy as np
+
+    values = np.asarray(img).astype(np.int64)  # I;16B arrives big-endian, I as int32: one dtype for both
+    return Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8))  # 2-D uint8: mode "L"
+
+
 def load_image(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Image.Image:
     """Decode an image file to an RGB ``PIL.Image`` in display orientation.
 
     - EXIF orientation is applied (``exif_transpose``) so pixel coordinates match the way
       annotators saw the image.
-    - Grayscale, palette, RGBA/LA (alpha dropped), CMYK, 16-bit ... are converted to RGB.
+    - Grayscale, palette, RGBA/LA (alpha dropped), CMYK, ... are converted to RGB; 16-bit grayscale
+      (I;16, I;16B, I) is scaled to 8 bits first (high byte, ``v >> 8``), not clipped.
     - Missing, unreadable, corrupt or truncated files raise ``DataError("<path>: ...")``.
     - With ``root`` given, a path outside ``root`` raises ``DataError``.
     """
@@ -39,8 +54,10 @@ def load_image(path: str | os.PathLike, root: str | os.PathLike | None = None) -
         with Image.open(path) as img:
             img.load()  # force the full decode here: truncation only shows up on load
             img = ImageOps.exif_transpose(img)
-            if img.mode in ("P", "PA", "LA", "I;16", "I", "F"):
-                # palette/alpha/high-bit modes do not convert straight to RGB everywhere
+            if img.mode in SIXTEEN_BIT_MODES:
+                img = _sixteen_bit_to_l(img)
+            elif img.mode in ("P", "PA", "LA", "F"):
+                # palette/alpha/float modes do not convert straight to RGB everywhere
                 img = img.convert("RGBA") if img.mode in ("P", "PA", "LA") else img.convert("L")
             return img.convert("RGB") if img.mode != "RGB" else img.copy()
     except UnidentifiedImageError as exc:

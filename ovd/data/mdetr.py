@@ -43,12 +43,24 @@ def _spans(value, caption: str, where: str) -> list[Span]:
     """Validate a list of [start, end] spans against the caption."""
     try:
         spans = [(int(s), int(e)) for s, e in value]
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise DataError(f"{where}: spans must be a list of [start, end], got {value!r}") from exc
     for s, e in spans:
         if not 0 <= s < e <= len(caption):
             raise DataError(f"{where}: span [{s}, {e}] lies outside the caption (length {len(caption)}): {caption!r}")
     return spans
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _id_key(value, where: str):
+    """An id as a dict key: json ids are numbers or strings; a list or object cannot match anything."""
+    if isinstance(value, (list, dict)):
+        raise DataError(f"{where} must be a number or a string, got {_short(value)}")
+    return value
 
 
 def _overlaps(a: list[Span], b: list[Span]) -> bool:
@@ -81,23 +93,39 @@ def load_mdetr(root: str | Path, split: str, image_dir: str | Path | None = None
         raise DataError(f"{path}: malformed json ({exc})") from exc
     if not isinstance(data, dict) or "images" not in data:
         raise DataError(f"{path}: expected a COCO-style object with an 'images' list")
+    for key in ("images", "annotations"):
+        if not isinstance(data.get(key, []), list):
+            raise DataError(f"{path}: '{key}' must be a list of objects, got {type(data[key]).__name__}")
 
     anns_by_image = defaultdict(list)
-    for ann in data.get("annotations", []):
-        anns_by_image[ann.get("image_id")].append(ann)
+    for index, ann in enumerate(data.get("annotations", [])):
+        if not isinstance(ann, dict):
+            raise DataError(f"{path}: annotation {index} must be an object, got {type(ann).__name__}: {_short(ann)}")
+        anns_by_image[_id_key(ann.get("image_id"), f"{path}: annotation id={ann.get('id')!r}: image_id")].append(ann)
 
     records = []
-    for img in data["images"]:
+    for index, img in enumerate(data["images"]):
+        if not isinstance(img, dict):
+            raise DataError(f"{path}: image record {index} must be an object, got {type(img).__name__}: {_short(img)}")
         where = f"{path}: image record id={img.get('id')!r}"
         try:
             caption = str(img["caption"])
             file_name, width, height = img["file_name"], int(img["width"]), int(img["height"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise DataError(f"{where}: missing or bad field ({exc})") from exc
+        if not isinstance(file_name, str):
+            raise DataError(f"{where}: file_name must be a string, got {_short(file_name)}")
+        try:
+            sentence_id = int(img.get("sentence_id", 0))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise DataError(f"{where}: sentence_id must be an integer, got {_short(img['sentence_id'])}") from exc
         # Phrases: tokens_positive_eval if present, else the distinct spans of the boxes.
-        anns = anns_by_image.get(img.get("id"), [])
+        anns = anns_by_image.get(_id_key(img.get("id"), f"{where}: id"), [])
         ann_spans = [_spans(a.get("tokens_positive", []), caption, f"{where}, annotation id={a.get('id')!r}") for a in anns]
         if "tokens_positive_eval" in img:
+            if not isinstance(img["tokens_positive_eval"], list):
+                raise DataError(f"{where}: tokens_positive_eval must be a list (per phrase, a list of [start, end] "
+                                f"spans), got {_short(img['tokens_positive_eval'])}")
             phrase_spans = [_spans(p, caption, where) for p in img["tokens_positive_eval"]]
         else:
             phrase_spans = list(dict.fromkeys(tuple(s) for s in ann_spans if s))
@@ -126,7 +154,7 @@ def load_mdetr(root: str | Path, split: str, image_dir: str | Path | None = None
         records.append(
             GroundingRecord(
                 image_id=str(img.get("original_img_id", Path(file_name).stem)),
-                sentence_id=int(img.get("sentence_id", 0)),
+                sentence_id=sentence_id,
                 caption=caption,
                 image_path=resolve_under(images_root, file_name),
                 width=width,

@@ -15,7 +15,7 @@ from torch import nn
 from ..boxes import normalized_cxcywh_to_pixel_xyxy
 from ..config import DetectorConfig
 from ..data.positive_map import phrase_token_mask
-from ..processor import InputProcessor, join_phrases
+from ..processor import InputProcessor, join_phrases, pixel_range_error, pixel_range_flag
 from .box_head import BoxHead
 from .fusion import Fusion
 from .image_encoder import ImageEncoder
@@ -95,10 +95,11 @@ class OpenVocabDetector(nn.Module):
         ``self.processor.tokenize``."""
         return self.processor.tokenize(captions)
 
-    def preprocess(self, images) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-        """PIL images or a float tensor batch (B, 3, H, W) in [0, 1] -> normalized (B, 3, S, S)
-        at the model's input size on the model's device, plus each image's original (H, W)."""
-        batch, sizes = self.processor.images(images)
+    def preprocess(self, images, check_range: bool = True) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """PIL images, or a tensor batch (B, 3, H, W): uint8 0-255 or float in [0, 1] (see :meth:`predict`)
+        -> normalized (B, 3, S, S) at the model's input size on the model's device, plus each image's
+        original (H, W)."""
+        batch, sizes = self.processor.images(images, check_range=check_range)
         device = next(self.parameters()).device
         return batch.to(device), sizes
 
@@ -107,12 +108,16 @@ class OpenVocabDetector(nn.Module):
                 text_threshold: float = 0.25, text_tokens: torch.Tensor | None = None) -> list[dict]:
         """Detect the prompted phrases.
 
-        images: a list of PIL images or a float tensor (B, 3, H, W) with values in [0, 1].
+        images: a list of PIL images, or a (B, 3, H, W) tensor: uint8 with values 0-255 (scaled by 1/255,
+        exactly as a PIL image is), or float with values in [0, 1]; a float tensor outside [0, 1] (e.g.
+        0-255, or already ImageNet-normalized) or of another dtype is a ``ValueError``.
         prompts: per image a caption string, or a list of phrases (joined with " . ").
         Returns per image {"boxes": (K, 4) xyxy in pixels of the input image, "scores": (K,),
         "labels": list of K phrase strings}. With a phrase list a box's label is the phrase whose
-        tokens score highest; with a caption it is the caption words whose tokens pass
-        ``text_threshold`` (as in ``post_process_grounded_object_detection``).
+        tokens score highest; with a caption it is the caption's own text under the tokens that pass
+        ``text_threshold`` (as in ``post_process_grounded_object_detection``): one substring of the caption
+        per run of consecutive passing tokens (first token's start to last token's end, so a word split
+        into WordPieces comes back whole), runs in caption order joined by a space.
 
         threshold: a query's box is returned when its best token's sigmoid score (the max over the
         prompt's tokens) exceeds it; "scores" are that max. A phrase absent from the image should get
@@ -126,7 +131,10 @@ class OpenVocabDetector(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            batch, sizes = self.preprocess(images)
+            # A float tensor's [0, 1] check is queued here and read after the forward, where predict waits
+            # for the device anyway: it adds no host-device sync of its own.
+            range_flag = pixel_range_flag(images) if isinstance(images, torch.Tensor) else None
+            batch, sizes = self.preprocess(images, check_range=False)
             if len(prompts) != batch.shape[0]:
                 raise ValueError(f"got {batch.shape[0]} images but {len(prompts)} prompts")
             captions, phrase_spans = [], []
@@ -144,6 +152,8 @@ class OpenVocabDetector(nn.Module):
                 raise ValueError(f"text_tokens of shape {tuple(text_tokens.shape)} do not match the prompts' "
                                  f"{tuple(enc['input_ids'].shape)} (B, T) tokens")
             out = self(batch, enc["input_ids"].to(device), enc["attention_mask"].to(device), text_tokens=text_tokens)
+            if range_flag is not None and (error := pixel_range_error(images, range_flag)) is not None:
+                raise error
             probs = out["pred_logits"].float().sigmoid()  # (B, Q, T)
             results = []
             for b in range(batch.shape[0]):
@@ -172,8 +182,17 @@ class OpenVocabDetector(nn.Module):
                     if score > best_score:
                         best, best_score = phrase, score
             return best
-        words = []
-        for (s, e), p in zip(offsets.tolist(), token_probs.tolist()):
-            if e > s and p > text_threshold:
-                words.append(caption[s:e])
-        return " ".join(words)
+        # Caption mode: the caption's own text under the selected tokens. Each run of consecutive selected
+        # tokens gives one substring of the caption, from its first token's start to its last token's end
+        # (so WordPieces of one word come back as the word, with the caption's own spacing and punctuation);
+        # runs split by an unselected token are joined with a single space, in caption order.
+        runs: list[list[int]] = []
+        previous = None
+        for index, ((s, e), p) in enumerate(zip(offsets.tolist(), token_probs.tolist())):
+            if e > s and p > text_threshold:  # e > s: a real token (special and padding tokens are (0, 0))
+                if previous is not None and previous == index - 1:
+                    runs[-1][1] = e
+                else:
+                    runs.append([s, e])
+                previous = index
+        return " ".join(caption[s:e] for s, e in runs)

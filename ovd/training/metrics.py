@@ -292,9 +292,19 @@ PREDICTION_KEYS = ("image_id", "sentence_id", "boxes")
 
 
 def load_predictions(path: str) -> list[dict]:
-    """Read a prediction file: a JSON list of {"image_id", "sentence_id", "boxes"} (MDETR's format)."""
-    with open(path) as fh:
-        data = json.load(fh)
+    """Read a prediction file: a JSON list of {"image_id", "sentence_id", "boxes"} (MDETR's format), UTF-8.
+    An unreadable file, text that is not UTF-8 or malformed JSON is a ``ValueError`` naming the file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError as exc:
+        raise ValueError(f"{path}: prediction file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not valid UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: malformed JSON ({exc})") from exc
+    except OSError as exc:  # a folder, no permission, ...
+        raise ValueError(f"{path}: cannot read the prediction file ({exc.strerror or exc})") from exc
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of {{image_id, sentence_id, boxes}}")
     for i, entry in enumerate(data):
