@@ -15,6 +15,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 log = logging.getLogger("ovd")
 
+DEFAULT_PRESET = "optimized-tiny"  # `ovd train` without --preset (and without --resume: that continues its own)
+
 
 def _overrides(items: list[str] | None) -> dict:
     from .config import parse_override
@@ -33,6 +35,69 @@ def _finite_or_none(value) -> int | None:
     return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    keys = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            keys += _config_diff(x, y, f"{prefix}{key}.")
+        elif x != y:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def _resume_config(path: str, preset: str | None, overrides: dict):
+    """The config of the run ``--resume`` continues: the checkpoint's own. Read (weights_only) before anything is
+    written; a requested --preset/--set that would change it is refused in one line, since the weights,
+    optimizer state and schedule belong to the checkpoint's config."""
+    from .config import DetectorConfig, _set_dotted, get_config
+    from .training.module import read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    if "optimizer_states" not in ckpt or "loops" not in ckpt:
+        raise ValueError(f"--resume {path}: a weights-only checkpoint (no optimizer or loop state) cannot be "
+                         "resumed; resume from checkpoints/last.ckpt or interrupted.ckpt of an `ovd train` run")
+    stored = DetectorConfig.from_dict(ckpt["hyper_parameters"]["config"])
+    if preset is None:
+        data = stored.to_dict()
+        for key, value in overrides.items():
+            _set_dotted(data, key, value)
+        requested = DetectorConfig.from_dict(data)
+    else:
+        requested = get_config(preset, overrides)
+    differ = [k for k in _config_diff(stored.to_dict(), requested.to_dict()) if k != "name"]
+    if differ or stored.name != requested.name:
+        shown = ", ".join(f"{k} (checkpoint {_dotted(stored.to_dict(), k)!r}, requested "
+                          f"{_dotted(requested.to_dict(), k)!r})" for k in differ[:4])
+        shown += f" and {len(differ) - 4} more" if len(differ) > 4 else ""
+        what = (f"was trained with preset {stored.name}, not the requested {requested.name}"
+                if stored.name != requested.name else f"was trained with preset {stored.name} but other settings")
+        raise ValueError(f"--resume {path}: the checkpoint {what} ({shown or 'same settings'}); drop --preset/--set "
+                         "to continue it with its own config, or start a new run without --resume")
+    return stored
+
+
+def _dotted(data: dict, key: str):
+    for part in key.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def _check_out_folder(out: Path, resume: str | None) -> None:
+    """Refuse an --out that already holds a training run, unless --resume continues that run: a second run
+    would write last-v1.ckpt beside the first run's last.ckpt and overwrite its config.json and summary.json."""
+    checkpoints = [out / "checkpoints" / name for name in ("interrupted.ckpt", "last.ckpt")]
+    marker = next((m for m in (*checkpoints, out / "summary.json") if m.exists()), None)
+    if marker is None:
+        return
+    if resume is not None and out.resolve() in Path(resume).resolve().parents:
+        return  # continues the run in this folder
+    latest = max((c for c in checkpoints if c.exists()), key=lambda c: c.stat().st_mtime, default=checkpoints[1])
+    raise ValueError(f"--out {out} already holds a training run ({marker.relative_to(out)}); choose a new --out, "
+                     f"or continue that run with --resume {latest}")
+
+
 def cmd_train(args) -> int:
     import lightning as L
     import torch
@@ -42,8 +107,11 @@ def cmd_train(args) -> int:
     from .training.run import (
         InterruptCheckpoint,
         StepClock,
+        TimeBudget,
         build_datamodule,
         limit_threads,
+        parse_duration,
+        require_records,
         standard_callbacks,
         trainer_kwargs,
     )
@@ -52,28 +120,44 @@ def cmd_train(args) -> int:
         raise ValueError(f"--num-nodes {args.num_nodes}: must be a positive integer")
     if args.throughput_warmup_steps < 0:
         raise ValueError(f"--throughput-warmup-steps {args.throughput_warmup_steps}: must be an integer >= 0")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit {args.limit}: must be a positive integer (records per split)")
+    budget_s = parse_duration(args.max_time) if args.max_time else None
+    out = Path(args.out)
+    _check_out_folder(out, args.resume)
     limit_threads()
     overrides = _overrides(args.set)
     if args.precision:
         overrides["train.precision"] = args.precision
     if args.batch_size:
         overrides["train.batch_size"] = args.batch_size
-    config = get_config(args.preset, overrides)
+    if args.resume:
+        config = _resume_config(args.resume, args.preset, overrides)  # before anything is written
+    else:
+        config = get_config(args.preset or DEFAULT_PRESET, overrides)
     L.seed_everything(config.train.seed, workers=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     dm = build_datamodule(config, args.data_root, args.format, limit=args.limit)
-    module = DetectorModule(config, total_steps=args.max_steps if args.max_steps and args.max_steps > 0 else None)
+    require_records(dm, dm.splits["train"])
+    if args.limit_val_batches:
+        require_records(dm, dm.splits["val"])
+    out.mkdir(parents=True, exist_ok=True)
+    # --max-time: the training-seconds budget of train_and_evaluate (the suite's accuracy runs): the same
+    # TimeBudget clock (validation excluded) stops the run, and the one-cycle schedule is stretched to it.
+    module = DetectorModule(config, total_steps=args.max_steps if args.max_steps and args.max_steps > 0 else None,
+                            time_budget_s=budget_s)
     callbacks = standard_callbacks(out / "checkpoints", patience=args.early_stopping)
     callbacks.append(InterruptCheckpoint(out / "checkpoints" / "interrupted.ckpt"))
     clock = StepClock(args.throughput_warmup_steps)  # summary.json's train_throughput (ovd-bench reads it)
     callbacks.append(clock)
+    if budget_s is not None:
+        callbacks.append(TimeBudget(budget_s, progress=False))
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    # no epoch cap unless asked: a step or time budget decides when the run ends
+    max_epochs = args.max_epochs if args.max_epochs else (-1 if args.max_steps or budget_s else 10)
     trainer = L.Trainer(
         accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
-        max_steps=args.max_steps or -1, max_epochs=args.max_epochs if args.max_epochs else (None if args.max_steps else 10),
-        max_time=args.max_time, **trainer_kwargs(),  # the shared TrainStep owns precision and clipping
+        max_steps=args.max_steps or -1, max_epochs=max_epochs, **trainer_kwargs(),  # TrainStep owns precision, clipping
         val_check_interval=args.val_check_interval, check_val_every_n_epoch=1 if args.val_check_interval is None else None,
         limit_val_batches=args.limit_val_batches, callbacks=callbacks,
         logger=TensorBoardLogger(str(out), name="tb"), default_root_dir=str(out), log_every_n_steps=10,
@@ -93,6 +177,8 @@ def cmd_train(args) -> int:
                   "global_step": trainer.global_step, "world_size": trainer.world_size,
                   "num_nodes": trainer.num_nodes, "train_batches_per_epoch": _finite_or_none(trainer.num_training_batches),
                   "train_throughput": clock.throughput(trainer.world_size, torch.get_num_threads())}
+        if budget_s is not None:
+            record["train_seconds"] = module.train_seconds
         (out / "summary.json").write_text(json.dumps(record, indent=2))
         print(json.dumps(record, indent=2))
     return 0
@@ -114,6 +200,9 @@ def cmd_eval(args) -> int:
 
         records = load_records(args.data_root, args.format, args.split)
         dataset = GroundingDataset(records, split=args.split)
+        if not len(dataset):
+            raise ValueError(f"split {args.split!r} of {args.data_root} ({args.format}) has no records: nothing to "
+                             "score; check its split file or choose another --data-root/--split")
         phrases = {(str(s.record.image_id), int(s.record.sentence_id)): [p["gt_boxes_xyxy"] for p in s.phrases]
                    for s in dataset.samples}
         result = score_prediction_file(load_predictions(args.predictions), phrases, all_sentences=sentence_keys(records))
@@ -121,14 +210,17 @@ def cmd_eval(args) -> int:
         return 0
     if not args.checkpoint:
         raise SystemExit("ovd eval needs --checkpoint C (or --predictions FILE)")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit {args.limit}: must be a positive integer (records of the split)")
     from .training.module import load_checkpoint
-    from .training.run import build_datamodule, limit_threads
+    from .training.run import build_datamodule, limit_threads, require_records
 
     limit_threads()
     module = load_checkpoint(args.checkpoint)
     if torch.cuda.is_available():
         module = module.cuda()
     dm = build_datamodule(module.config, args.data_root, args.format, limit=args.limit)
+    require_records(dm, args.split)
     if args.protocol == "vocabulary":
         from .training.vocabulary_eval import evaluate_vocabulary
 
@@ -140,6 +232,33 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_image_out(out: Path, image: Path) -> None:
+    """``ovd predict --image``'s --out, checked before the model loads: .json (the detections) or an image file
+    name PIL can write (the drawing), in an existing writable folder, and not the input image."""
+    from PIL import Image
+
+    from .batch_predict import check_writable
+
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name: .json for the detections, or an image such as "
+                         ".png for the drawing")
+    if _same_file(out, image):
+        raise ValueError(f"--out {out} is the input image; the drawing would overwrite it: choose another file name")
+    Image.init()
+    writable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
+    if out.suffix.lower() != ".json" and out.suffix.lower() not in writable:
+        raise ValueError(f"--out {out}: unknown file ending {out.suffix or '(none)'}; accepted: .json (the detections "
+                         "as JSON) or an image ending Pillow writes (.png, .jpg, .jpeg, .bmp, .webp, .tif, ...)")
+    check_writable(str(out))
+
+
 def cmd_predict(args) -> int:
     if args.images is not None:
         return _predict_many(args)
@@ -149,6 +268,8 @@ def cmd_predict(args) -> int:
     from .data.images import load_image
     from .training.module import load_checkpoint
 
+    out = Path(args.out) if args.out else Path(args.image).with_suffix(".pred.png")
+    _check_image_out(out, Path(args.image))  # before the model loads and runs
     module = load_checkpoint(args.checkpoint)  # on the CPU
     image = load_image(args.image)
     prompt = [p.strip() for p in args.prompt.split(",")] if args.phrases else args.prompt
@@ -159,13 +280,16 @@ def cmd_predict(args) -> int:
     record = {"image": str(args.image), "prompt": args.prompt,
               "detections": [{"box_xyxy": [round(v, 2) for v in b.tolist()], "score": round(float(s), 4), "label": lab}
                              for b, s, lab in zip(result["boxes"], result["scores"], result["labels"])]}
-    out_png = Path(args.out) if args.out else Path(args.image).with_suffix(".pred.png")
-    draw = ImageDraw.Draw(image)
-    for det in record["detections"]:
-        draw.rectangle(det["box_xyxy"], outline=(255, 0, 0), width=2)
-        draw.text((det["box_xyxy"][0] + 2, det["box_xyxy"][1] + 2), f"{det['label']} {det['score']:.2f}", fill=(255, 0, 0))
-    image.save(out_png)
-    record["drawing"] = str(out_png)
+    if out.suffix.lower() == ".json":
+        out.write_text(json.dumps(record, indent=2) + "\n")
+    else:
+        draw = ImageDraw.Draw(image)
+        for det in record["detections"]:
+            draw.rectangle(det["box_xyxy"], outline=(255, 0, 0), width=2)
+            draw.text((det["box_xyxy"][0] + 2, det["box_xyxy"][1] + 2), f"{det['label']} {det['score']:.2f}",
+                      fill=(255, 0, 0))
+        image.save(out)
+        record["drawing"] = str(out)
     print(json.dumps(record, indent=2))
     return 0
 
@@ -192,11 +316,16 @@ def _predict_many(args) -> int:
         raise ValueError("--out - writes JSON Lines only; give a file name for --format coco")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: must be a positive integer")
+    if args.out != "-" and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; give a file name, e.g. --out {Path(args.out) / 'preds.jsonl'}")
     check_writable(args.out)
     prompt = parse_prompt(args.prompt, args.phrases)
     device = resolve_device(args.device)
     check_inference_options(args.precision, args.quantize, device, args.backend, args.compile)  # before loading
     paths = list_images(args.images)
+    if args.out != "-" and any(_same_file(Path(args.out), path) for path in paths):
+        raise ValueError(f"--out {args.out} is one of the input images; writing there would overwrite it: choose "
+                         "another file name")
     module = load_checkpoint(args.checkpoint)
     calibration = (calibration_pairs(paths, prompt) if args.backend == "onnxruntime" and args.quantize == "int8"
                    else None)
@@ -236,12 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a preset with Lightning")
-    t.add_argument("--preset", default="optimized-tiny", choices=list_presets())
+    t.add_argument("--preset", default=None, choices=list_presets(),
+                   help="default optimized-tiny; with --resume, the checkpoint's own (a different one is refused)")
     _add_data_args(t)
     t.add_argument("--out", default="runs/train", help="folder for checkpoints, config and TensorBoard logs")
     t.add_argument("--max-steps", type=int, default=None)
     t.add_argument("--max-epochs", type=int, default=None)
-    t.add_argument("--max-time", default=None, help="wall-clock limit DD:HH:MM:SS")
+    t.add_argument("--max-time", default=None, metavar="DD:HH:MM:SS",
+                   help="training-time budget, as train_and_evaluate's max_time_s: time inside training steps "
+                   "(validation and data loading not counted); the one-cycle schedule is stretched to it and no "
+                   "epoch cap applies unless --max-epochs is given")
     t.add_argument("--precision", default=None, help="override train.precision (auto, 32-true, 16-mixed, bf16-mixed)")
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--accelerator", default="auto")
@@ -254,7 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit-val-batches", type=float, default=1.0)
     t.add_argument("--val-check-interval", type=int, default=None, help="validate every N training steps")
     t.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE")
-    t.add_argument("--resume", default=None, help="checkpoint to resume from (continues the same run)")
+    t.add_argument("--resume", default=None,
+                   help="checkpoint to resume from (continues the same run with the checkpoint's config; --out may "
+                   "be the folder it is in, any other --out must not hold a run)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. fusion.attention=mha")
     t.add_argument("--throughput-warmup-steps", type=int, default=1, metavar="N",
                    help="untimed first steps of summary.json's train_throughput (samples/s of all processes)")
@@ -292,8 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.3)
     p.add_argument("--text-threshold", type=float, default=0.25)
     p.add_argument("--out", default=None,
-                   help="--image: PNG path for the drawing (default IMAGE.pred.png); --images: the output file, "
-                   "written atomically, or - for JSON Lines on stdout")
+                   help="--image: a .json file for the detections, or an image file (.png, .jpg, ...) for the "
+                   "drawing (default IMAGE.pred.png), never the input image; --images: the output file (not a "
+                   "folder), written atomically, or - for JSON Lines on stdout")
     p.add_argument("--format", default="jsonl", choices=FORMATS, help="--images output format")
     p.add_argument("--batch-size", type=int, default=8, help="--images: images per forward pass")
     p.add_argument("--device", default="auto", help="--images: auto, cpu, cuda or cuda:N")

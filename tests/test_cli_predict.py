@@ -300,3 +300,58 @@ def test_a_crash_mid_run_leaves_no_partial_file(tmp_path):
         with pytest.raises(RuntimeError, match="killed"):
             write_predictions(crashing(), Summary(total=3), str(out), fmt, warn=lambda msg: None)
         assert list(tmp_path.iterdir()) == []  # no output, no temporary file, no sidecar
+
+
+def _no_load(monkeypatch):
+    def no_load(path):
+        raise AssertionError("the checkpoint must not be loaded for a bad --out")
+
+    monkeypatch.setattr(ovd.training.module, "load_checkpoint", no_load)
+
+
+@pytest.mark.parametrize("out, message", [
+    ("{image}", "is the input image"),
+    ("pred.txt", "accepted: .json (the detections as JSON) or an image ending"),
+    ("pred", "unknown file ending (none)"),
+    ("{folder}", "is a folder"),
+    ("nowhere/p.png", "does not exist"),
+])
+def test_single_image_out_is_checked_before_the_model_loads(image_dir, tmp_path, capsys, monkeypatch, out,
+                                                              message):
+    monkeypatch.chdir(tmp_path)
+    _no_load(monkeypatch)
+    image = tmp_path / "v.png"
+    image.write_bytes((image_dir / "a.png").read_bytes())
+    out = out.format(image=image, folder=tmp_path)
+    code, _, err = _run(["predict", "--checkpoint", "unused.ckpt", "--image", str(image), "--prompt", "red circle",
+                         "--out", out], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert image.read_bytes() == (image_dir / "a.png").read_bytes()
+
+
+def test_single_image_to_json_and_to_jpeg(image_dir, tmp_path, capsys, fast_load):
+    out = tmp_path / "pred.json"
+    code, stdout, err = _run(["predict", "--checkpoint", "unused.ckpt", "--image", str(image_dir / "a.png"),
+                              "--prompt", "red circle, blue square", "--phrases", "--threshold", "0", "--out",
+                              str(out)], capsys)
+    assert code == 0, err
+    record = json.loads(out.read_text())
+    assert record == json.loads(stdout) and len(record["detections"]) == QUERIES and "drawing" not in record
+    jpg = tmp_path / "pred.jpg"
+    code, stdout, err = _run(["predict", "--checkpoint", "unused.ckpt", "--image", str(image_dir / "a.png"),
+                              "--prompt", "red circle", "--out", str(jpg)], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["drawing"] == str(jpg) and Image.open(jpg).format == "JPEG"
+
+
+@pytest.mark.parametrize("out, message", [("{folder}", "is a folder; give a file name"),
+                                          ("{folder}/a.png", "is one of the input images")])
+def test_many_images_out_is_checked_before_the_model_loads(image_dir, tmp_path, capsys, monkeypatch, out, message):
+    _no_load(monkeypatch)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a.png").write_bytes((image_dir / "a.png").read_bytes())
+    code, _, err = _run(["predict", "--checkpoint", "unused.ckpt", "--images", str(folder), "--prompt", "red circle",
+                         "--out", out.format(folder=folder)], capsys)
+    assert code == 2 and message in err, err
+    assert (folder / "a.png").read_bytes() == (image_dir / "a.png").read_bytes()

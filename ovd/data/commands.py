@@ -12,7 +12,9 @@ from .readers import FORMATS
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from .synthetic import write_synthetic_dataset
+    from .synthetic import check_output_folder, write_synthetic_dataset
+
+    check_output_folder(args.out, overwrite=args.overwrite)  # before anything is written
 
     out = write_synthetic_dataset(
         args.out,
@@ -68,6 +70,9 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
     synth.add_argument("--width", type=int, default=160)
     synth.add_argument("--height", type=int, default=120)
     synth.add_argument("--captions-per-image", type=int, default=2)
+    synth.add_argument("--overwrite", action="store_true",
+                       help="write into a folder that is not empty (its split files, images and synthetic.json "
+                       "are replaced)")
     synth.set_defaults(func=_synth)
 
     stats = sub.add_parser("stats", help="count images, captions, phrases, boxes and skipped items of a split")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import lightning
@@ -100,7 +101,11 @@ class GroundingDataModule(lightning.LightningDataModule):
             dataset = NegativePhraseDataset(dataset, negative_sampler, self.class_list_rate,
                                             self.class_list_negatives)
             sampler = EpochTaggedSampler(len(dataset), self.seed) if shuffle else None
-        return DataLoader(
+        # The shuffled (train) loader resumes mid-epoch, and draws its workers' base seed from its own generator:
+        # from torch's global RNG, that draw would shift stochastic depth's stream in a resumed run, whose loader
+        # starts a pass at a point where the uninterrupted run's did not.
+        extra = {"generator": torch.Generator().manual_seed(self.seed)} if shuffle else {}
+        return (ResumableDataLoader if shuffle else DataLoader)(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
@@ -108,6 +113,7 @@ class GroundingDataModule(lightning.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             collate_fn=self.collator,
+            **extra,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -118,6 +124,60 @@ class GroundingDataModule(lightning.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.dataloader_for(self.splits["test"])
+
+
+class ResumableDataLoader(DataLoader):
+    """The train loader, resumable mid-epoch: Lightning stores its ``state_dict()`` (the sampler's epoch and the
+    batches handed out in this pass) in every checkpoint and calls ``load_state_dict()`` before iterating on a
+    resume. The first pass after that skips those batches by index (nothing is loaded for them), so a run resumed
+    from a mid-epoch checkpoint trains on the rest of that epoch's order (seeded by (seed, epoch)), as the
+    uninterrupted run did, instead of starting the epoch's order over. The length stays the full epoch's, which
+    Lightning's own batch count of the resumed epoch expects."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._served = 0  # batches handed out in the current pass
+        self._skip = 0  # batches the next pass leaves out (set by load_state_dict)
+
+    @property
+    def _index_sampler(self):
+        return _SkipFirstBatches(super()._index_sampler, self)
+
+    def __iter__(self):
+        self._served = self._skip  # the pass skips them (its index iterator takes _skip at its first batch)
+        return self._count(super().__iter__())
+
+    def _count(self, batches):
+        for batch in batches:
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": getattr(self.sampler, "epoch", 0), "batches": self._served}
+
+    def load_state_dict(self, state: dict) -> None:
+        epoch, batches = int(state.get("epoch", 0)), int(state.get("batches", 0))
+        if batches >= len(self):  # saved at the end of an epoch: the next one starts from its beginning
+            epoch, batches = epoch + 1, 0
+        if hasattr(self.sampler, "set_epoch"):  # before worker processes draw their first indices
+            self.sampler.set_epoch(epoch)
+        self._skip = batches
+
+
+class _SkipFirstBatches:
+    """A loader's index sampler whose next pass leaves out the loader's pending ``_skip`` batches (once)."""
+
+    def __init__(self, batches, loader: ResumableDataLoader) -> None:
+        self.batches, self.loader = batches, loader
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        # A generator: the skip is taken at the first index drawn, not when iter() is called (a worker-process
+        # iterator calls it twice as it starts, and a single-process one before Lightning sets the epoch).
+        skip, self.loader._skip = self.loader._skip, 0
+        yield from itertools.islice(self.batches, skip, None)
 
 
 class EpochSeededSampler(torch.utils.data.Sampler):

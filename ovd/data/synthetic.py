@@ -226,6 +226,18 @@ def _annotation_xml(image_id: str, width: int, height: int, objs: list[dict], bg
     return "\n".join(lines) + "\n"
 
 
+def check_output_folder(out_dir: str | Path, overwrite: bool = False) -> None:
+    """``ovd data synth --out``: refuse a path that is a file, or a folder that is not empty unless
+    ``overwrite`` (its train/val/test/novel.txt, images and synthetic.json would be replaced in place)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file, not a folder; choose a folder for the dataset")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        what = "a dataset" if (out / "synthetic.json").exists() or (out / "train.txt").exists() else "files"
+        raise DataError(f"--out {out} already holds {what}; choose an empty or new folder, or pass --overwrite "
+                        "to write over it")
+
+
 def write_synthetic_dataset(
     out_dir: str | Path,
     seed: int = 0,

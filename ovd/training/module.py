@@ -23,7 +23,7 @@ from .metrics import GroundingEvaluator
 from .schedules import onecycle_progress
 from .step import NonFiniteLossError, ProgressSchedule, TrainStep, autocast, build_optimizer, resolve_precision
 
-__all__ = ["DetectorModule", "NonFiniteLossError", "load_checkpoint"]
+__all__ = ["DetectorModule", "NonFiniteLossError", "load_checkpoint", "read_checkpoint"]
 
 
 class DetectorModule(L.LightningModule):
@@ -131,10 +131,12 @@ class DetectorModule(L.LightningModule):
         # Swin's stochastic depth draws from torch's RNG; Lightning does not restore it on resume,
         # so without this a resumed run diverges from the uninterrupted one.
         checkpoint["torch_rng_state"] = torch.get_rng_state()
+        checkpoint["train_seconds"] = self.train_seconds  # a time-budgeted run resumes with its clock
         if torch.cuda.is_available():
             checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.train_seconds = float(checkpoint.get("train_seconds", 0.0))
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"].cpu())
         if "cuda_rng_state" in checkpoint and torch.cuda.is_available():
@@ -158,12 +160,18 @@ class DetectorModule(L.LightningModule):
             self.train(was_training)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> DetectorModule:
-    """Load a training checkpoint safely (``weights_only=True``): a checkpoint that carries
-    pickled Python objects is refused with a clear message instead of executing them."""
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The dict of an ``ovd train`` checkpoint, read safely (``weights_only=True``); a missing file is a
+    ``FileNotFoundError``, anything else that is not such a checkpoint (a pickled object, an image, a torch
+    file without a config) a one-line ``ValueError`` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip archive, or its legacy pickle
+        raise ValueError(f"{path}: not a checkpoint (not a file written by torch.save); give a .ckpt that "
+                         "`ovd train` wrote, e.g. RUN/checkpoints/last.ckpt")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # UnpicklingError and friends
@@ -172,8 +180,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{str(err).splitlines()[0] if str(err) else ''}). Only checkpoints written by `ovd train` "
             "(tensors and plain data) are loaded; pickled objects are never executed.") from err
     hparams = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
-    if "config" not in hparams or "state_dict" not in ckpt:
+    if not isinstance(hparams, dict) or "config" not in hparams or "state_dict" not in ckpt:
         raise ValueError(f"{path}: not an ovd checkpoint (no config or state_dict)")
-    module = DetectorModule(hparams["config"])
+    return ckpt
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> DetectorModule:
+    """Load a training checkpoint safely (``weights_only=True``): a checkpoint that carries
+    pickled Python objects is refused with a clear message instead of executing them."""
+    ckpt = read_checkpoint(path, map_location)
+    module = DetectorModule(ckpt["hyper_parameters"]["config"])
     module.load_state_dict(ckpt["state_dict"])
     return module

@@ -74,6 +74,30 @@ def build_datamodule(config: DetectorConfig, data_root: str | Path | None, data_
         hard_negative_share=cfg.hard_negative_share)
 
 
+def parse_duration(text: str, flag: str = "--max-time") -> float:
+    """Seconds of a ``DD:HH:MM:SS`` duration (Lightning's ``max_time`` format); a one-line ``ValueError``
+    naming ``flag`` otherwise."""
+    import re
+
+    match = re.fullmatch(r"(\d+):(\d\d):(\d\d):(\d\d)", text.strip())
+    if not match:
+        raise ValueError(f"{flag} {text}: expected DD:HH:MM:SS, e.g. 00:00:10:00 for ten minutes")
+    days, hours, minutes, seconds = (int(g) for g in match.groups())
+    total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total <= 0:
+        raise ValueError(f"{flag} {text}: must be longer than zero")
+    return float(total)
+
+
+def require_records(dm, split: str) -> None:
+    """A one-line ``ValueError`` naming the split and the data root when the split holds no records
+    (an empty split file, or ``limit`` 0), before a run that would train or score nothing."""
+    if len(dm.dataset(split)) == 0:
+        limit = f" after --limit {dm.limit}" if dm.limit is not None else ""
+        raise ValueError(f"split {split!r} of {dm.root} ({dm.format}) has no records{limit}: nothing to "
+                         "train or evaluate on; check its split file or choose another --data-root/--split")
+
+
 #: Images of the val split the curve's vocabulary evaluation uses (the first ones, a fixed subset): one
 #: vocabulary eval of all 200 built-in val images took 42 s on optimized-tiny on this 2-core CPU (3 prompts
 #: x 200 images), too much every 60 training seconds; the final metrics use every image.
@@ -81,8 +105,13 @@ CURVE_VOCAB_IMAGES = 100
 
 
 class TimeBudget(Callback):
-    """Stops training after ``max_time_s`` seconds of *training* (evaluation time excluded) and
-    evaluates every ``eval_every_s`` training seconds, recording a (seconds -> metrics) curve.
+    """Stops training after ``max_time_s`` seconds of *training* and, given an ``eval_loader``, evaluates every
+    ``eval_every_s`` training seconds, recording a (seconds -> metrics) curve. Training seconds are the time
+    inside training steps (``on_train_batch_start`` to ``on_train_batch_end``): evaluation, Lightning's
+    validation loop and the wait for the next batch are not counted. They live on the module
+    (``train_seconds``, saved in checkpoints), whose one-cycle schedule follows them
+    (``DetectorModule(time_budget_s=max_time_s)``): :func:`train_and_evaluate` and ``ovd train --max-time``
+    both train this way.
 
     Each point holds the grounding metrics of ``eval_loader`` (``val/mAP50``, ``val/R@1``, ...) and, with
     ``vocab_records`` (the val split's records or dataset), the vocabulary protocol's ``val/vocab_mAP50``,
@@ -90,7 +119,8 @@ class TimeBudget(Callback):
     is the first point whose ``target_metric`` (default ``vocab_mAP50``) reaches ``target_map50``.
     """
 
-    def __init__(self, max_time_s: float, eval_every_s: float, eval_loader, target_map50: float | None = None,
+    def __init__(self, max_time_s: float, eval_every_s: float | None = None, eval_loader=None,
+                 target_map50: float | None = None,
                  progress: bool = True, vocab_records=None, vocab_max_images: int | None = CURVE_VOCAB_IMAGES,
                  target_metric: str = "vocab_mAP50") -> None:
         self.max_time_s = max_time_s
@@ -103,9 +133,13 @@ class TimeBudget(Callback):
         self.target_metric = target_metric
         self.curve: list[dict] = []
         self.time_to_target_s: float | None = None
-        self._next_eval = eval_every_s
+        self._next_eval = eval_every_s if eval_loader is not None and eval_every_s else float("inf")
         self._last = None
         self.samples = 0
+
+    def on_train_start(self, trainer, pl_module):
+        if pl_module.train_seconds >= self.max_time_s:  # resumed from a run that had used its budget
+            trainer.should_stop = True
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._last = time.perf_counter()
@@ -114,9 +148,11 @@ class TimeBudget(Callback):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         pl_module.train_seconds += time.perf_counter() - self._last
+        if trainer.world_size > 1:  # DDP: rank 0's clock, so every rank has the same LR and stops at the same step
+            pl_module.train_seconds = float(trainer.strategy.broadcast(pl_module.train_seconds, src=0))
         self.samples += batch["images"].shape[0]
         done = pl_module.train_seconds >= self.max_time_s
-        if pl_module.train_seconds >= self._next_eval or done:
+        if self.eval_loader is not None and (pl_module.train_seconds >= self._next_eval or done):
             self._evaluate(trainer, pl_module)
             self._next_eval += self.eval_every_s
         if done:
@@ -164,6 +200,7 @@ def train_and_evaluate(config: DetectorConfig, data_root: str | None = None, max
     L.seed_everything(seed, workers=True)
     dm = build_datamodule(config, data_root, data_format, limit=limit)
     dm.setup("fit")
+    require_records(dm, dm.splits["train"])
     module = DetectorModule(config, time_budget_s=max_time_s)
     budget = TimeBudget(max_time_s, eval_every_s, dm.val_dataloader(), target_map50, progress,
                         vocab_records=dm.dataset(dm.splits["val"]))
@@ -292,11 +329,33 @@ class InterruptCheckpoint(Callback):
             trainer.save_checkpoint(str(self.path), weights_only=False)
             log.warning("interrupted: checkpoint saved to %s; resume with --resume %s", self.path, self.path)
 
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        # Interrupted inside a training step: its batch was handed out but not trained, and Lightning resumes by
+        # running that batch again, so the train loader's resume state (ResumableDataLoader) must not count it.
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        unfinished = progress.ready - progress.processed
+        if unfinished <= 0:
+            return
+        for state in checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader", []):
+            if isinstance(state, dict) and "batches" in state:
+                state["batches"] = max(0, state["batches"] - unfinished)
+
+
+class FinalLastCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, whose ``last.ckpt`` also holds the final step of a run that stopped
+    between validations (a time budget or ``max_steps`` ending mid-epoch); Lightning's own writes it there
+    only when no checkpoint was saved at all, so the steps after the last validation were missing from it."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):  # skipped: saved at this step
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
 
 def standard_callbacks(checkpoint_dir: str | Path, monitor: str = "val/mAP50", patience: int | None = None):
-    """ModelCheckpoint (best by ``monitor`` plus ``last.ckpt``) and optional EarlyStopping."""
-    callbacks = [ModelCheckpoint(dirpath=str(checkpoint_dir), filename="best-{step}", monitor=monitor,
-                                 mode="max", save_top_k=1, save_last=True, auto_insert_metric_name=False)]
+    """ModelCheckpoint (best by ``monitor`` plus ``last.ckpt``, the final step) and optional EarlyStopping."""
+    callbacks = [FinalLastCheckpoint(dirpath=str(checkpoint_dir), filename="best-{step}", monitor=monitor,
+                                     mode="max", save_top_k=1, save_last=True, auto_insert_metric_name=False)]
     if patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=patience))
     return callbacks
