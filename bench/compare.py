@@ -75,7 +75,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from .errors import UsageError
-from .results import Results, Row
+from .results import Results, Row, failed_repeats
 
 HIGHER_BETTER_SPEED = ("train/samples_per_s", "infer/fps_b1", "infer/fps_b{n}")
 LOWER_BETTER_MEMORY = ("memory/train_total", "memory/infer_total")
@@ -414,19 +414,13 @@ def _check_tolerances(speed_tolerance: float, memory_tolerance: float, accuracy_
 
 def _failed_repeats(cmp: Comparison, compared: list[Row]) -> None:
     """One failing check per NEW measurement (variant, measurement) of which some repeat processes failed, among the
-    rows the gate ``compared``: their statistics rest on the processes that survived. n = failed + the most
-    processes any of its rows came from (``per_repeat``, one entry per process that reported the row)."""
-    groups: dict[tuple[str, str], list[Row]] = {}
-    for row in compared:
-        if (row.extra or {}).get("failed_repeats"):
-            groups.setdefault((row.variant, row.measurement or row.metric), []).append(row)
-    for (variant, measurement), rows in groups.items():
-        failed = rows[0].extra["failed_repeats"]
-        n = len(failed) + max(len(r.extra.get("per_repeat") or r.samples) for r in rows)
-        cmp.checks.append(Check(variant, f"{measurement} repeats", "repeats", None, None, "all ok", False,
-                                f"{len(failed)} of {n} repeats failed (gated rows: {rows[0].metric}"
+    rows the gate ``compared``: their statistics rest on the processes that survived (:func:`failed_repeats`)."""
+    for group in failed_repeats(compared):
+        rows = group.rows
+        cmp.checks.append(Check(group.variant, f"{group.measurement} repeats", "repeats", None, None, "all ok", False,
+                                f"{group.failed} of {group.planned} repeats failed (gated rows: {rows[0].metric}"
                                 + (f" and {len(rows) - 1} more" if len(rows) > 1 else "")
-                                + f"): {str(failed[-1] or '')[:100]}"))
+                                + f"): {group.last_error[:100]}"))
 
 
 def compare(reference: Results, new: Results, speed_tolerance: float = 0.4, memory_tolerance: float = 0.3,

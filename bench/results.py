@@ -202,6 +202,37 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
+@dataclass
+class FailedRepeats:
+    """A measurement (variant, measurement) of which ``failed`` of ``planned`` repeat processes failed while the
+    others reported ``rows``: its statistics rest on the survivors. ``last_error`` is the last failure's text."""
+
+    variant: str
+    measurement: str
+    failed: int
+    planned: int
+    last_error: str
+    rows: list
+
+
+def failed_repeats(rows: list[Row]) -> list[FailedRepeats]:
+    """The measurements among successful ``rows`` with failed repeat processes (``extra["failed_repeats"]``, set by
+    :func:`aggregate`), sorted by (variant, measurement): one place that counts them, for the report's banner and
+    the gate. planned = failed + the most processes any of the measurement's rows came from (``per_repeat``, one
+    entry per process that reported the row; the samples for a file written without it)."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        if row.status == "ok" and (row.extra or {}).get("failed_repeats"):
+            groups.setdefault((row.variant, row.measurement or row.metric), []).append(row)
+    out = []
+    for (variant, measurement), group in sorted(groups.items()):
+        failed = group[0].extra["failed_repeats"]
+        survivors = max(len(r.extra.get("per_repeat") or r.samples) for r in group)
+        out.append(FailedRepeats(variant, measurement, len(failed), len(failed) + survivors,
+                                 str(failed[-1] or ""), group))
+    return out
+
+
 def aggregate(variant: str, measurement: str, outcomes: list[dict]) -> list[Row]:
     """Merge task outcomes (one per repeat process) of one (variant, measurement) into rows.
 

@@ -7,7 +7,7 @@ import pytest
 
 from bench.compare import compare
 from bench.report import render, seed_table
-from bench.results import Results, ResultsError, Row, Stats, aggregate
+from bench.results import Results, ResultsError, Row, Stats, aggregate, failed_repeats
 
 
 def _results(fps_opt=100.0, params_opt=2_000_000, mem_opt=200.0):
@@ -100,6 +100,19 @@ def test_aggregate_keeps_each_process_calls_and_why_an_arm_was_timed_once():
     assert r.samples == [0.5, 1.0] and r.value == 0.75
     assert r.extra["per_repeat"] == [{"calls": [0.3], "timed_once": "slow"}, {"calls": [0.1, 0.2]}]
     assert "calls" not in r.extra and "timed_once" not in r.extra  # per-process facts live in per_repeat only
+
+
+def test_failed_repeats_are_counted_once_for_the_report_and_the_gate():
+    ok = {"status": "ok", "rows": [{"metric": "a", "value": 1.0, "unit": "x"}, {"metric": "b", "value": 2.0, "unit": "x"}]}
+    bad = {"status": "error", "error": "boom"}
+    (group,) = failed_repeats(aggregate("optimized", "speed", [ok, ok, bad]))
+    assert (group.variant, group.measurement, group.failed, group.planned, group.last_error) == (
+        "optimized", "speed", 1, 3, "boom")
+    assert [r.metric for r in group.rows] == ["a", "b"]
+    # a results file written before per_repeat existed: the samples count the surviving processes
+    old = Row("optimized", "a", 1.0, "x", samples=[1.0, 1.0], measurement="speed", extra={"failed_repeats": ["boom"]})
+    assert failed_repeats([old])[0].planned == 3
+    assert failed_repeats(aggregate("optimized", "speed", [ok, ok])) == []
 
 
 def test_unreadable_results_file_is_a_results_error(tmp_path, monkeypatch):

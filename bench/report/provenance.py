@@ -4,7 +4,7 @@ exists, else reads the run's and every task's recorded environment."""
 
 from __future__ import annotations
 
-from ..results import Results
+from ..results import Results, failed_repeats
 
 
 def _fallback_summary(res: Results) -> dict:
@@ -79,16 +79,10 @@ def failed_repeat_lines(res: Results) -> list[str]:
     """A warning when some repeat processes of a measurement failed while others succeeded: its figures then
     rest on fewer processes than planned (``extra["failed_repeats"]``, :func:`bench.results.aggregate`); [] when
     none did. A measurement whose every process failed is an error row, reported where its figure would be."""
-    seen: dict[tuple[str, str], tuple[int, int, str]] = {}
-    for row in res.rows:
-        failed = row.extra.get("failed_repeats") if row.status == "ok" else None
-        if failed:
-            ok = len(row.extra.get("per_repeat") or [])
-            seen.setdefault((row.variant, row.measurement or row.metric), (len(failed), ok + len(failed),
-                                                                           str(failed[-1] or "")))
-    if not seen:
+    groups = failed_repeats(res.rows)
+    if not groups:
         return []
-    listed = "; ".join(f"`{v}` {m}: {k} of {n} processes failed ({why.splitlines()[0][:120] if why else 'no message'})"
-                       for (v, m), (k, n, why) in sorted(seen.items()))
-    return [f"**Failed repeats**: {len(seen)} measurements rest on fewer processes than planned, so their medians "
+    listed = "; ".join(f"`{g.variant}` {g.measurement}: {g.failed} of {g.planned} processes failed "
+                       f"({g.last_error.splitlines()[0][:120] if g.last_error else 'no message'})" for g in groups)
+    return [f"**Failed repeats**: {len(groups)} measurements rest on fewer processes than planned, so their medians "
             f"and intervals are narrower evidence than the rest: {listed}."]
