@@ -194,9 +194,7 @@ def capture(command: str | None = None, threads: int | None = None) -> dict:
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
         "cuda_driver": cuda_driver_version() if torch.cuda.is_available() else None,
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "cpu_model": cpu_model(),
-        "cpu_features": cpu_features(),
+        **this_machine(),  # device, cpu_model, cpu_features: what same_machine compares
         "cpu_count": os.cpu_count(),
         "threads": threads if threads is not None else torch.get_num_threads(),
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
