@@ -51,7 +51,7 @@ def _resume_config(path: str, preset: str | None, overrides: dict):
     """The config of the run ``--resume`` continues: the checkpoint's own. Read (weights_only) before anything is
     written; a requested --preset/--set that would change it is refused in one line, since the weights,
     optimizer state and schedule belong to the checkpoint's config."""
-    from .config import DetectorConfig, _set_dotted, get_config
+    from .config import DetectorConfig, get_config, with_overrides
     from .training.module import read_checkpoint
 
     ckpt = read_checkpoint(path)
@@ -60,10 +60,7 @@ def _resume_config(path: str, preset: str | None, overrides: dict):
                          "resumed; resume from checkpoints/last.ckpt or interrupted.ckpt of an `ovd train` run")
     stored = DetectorConfig.from_dict(ckpt["hyper_parameters"]["config"])
     if preset is None:
-        data = stored.to_dict()
-        for key, value in overrides.items():
-            _set_dotted(data, key, value)
-        requested = DetectorConfig.from_dict(data)
+        requested = with_overrides(stored, overrides)
     else:
         requested = get_config(preset, overrides)
     differ = [k for k in _config_diff(stored.to_dict(), requested.to_dict()) if k != "name"]

@@ -471,6 +471,15 @@ def get_config(name: str, overrides: Mapping[str, Any] | None = None) -> Detecto
     return DetectorConfig.from_dict(data)
 
 
+def with_overrides(config: DetectorConfig, overrides: Mapping[str, Any]) -> DetectorConfig:
+    """``config`` with dotted-key overrides applied (as :func:`get_config` applies them to a preset), validated
+    again: e.g. a checkpoint's stored config with a command line's ``--set`` values."""
+    data = config.to_dict()
+    for key, value in overrides.items():
+        _set_dotted(data, key, value)
+    return DetectorConfig.from_dict(data)
+
+
 def _valid_dotted_keys() -> list[str]:
     keys = []
     for f in dataclasses.fields(DetectorConfig):

@@ -3,7 +3,7 @@ import json
 import pytest
 
 import ovd
-from ovd.config import DetectorConfig, get_config, parse_override
+from ovd.config import DetectorConfig, get_config, parse_override, with_overrides
 
 
 def test_presets_listed():
@@ -34,6 +34,15 @@ def test_switches_of_the_presets():
     assert bt.fusion.num_layers > ot.fusion.num_layers
     assert bt.box_head.num_decoder_layers > ot.box_head.num_decoder_layers
     assert (bt.fusion.attention, ot.fusion.attention) == ("mha", "sdpa")
+
+
+def test_with_overrides_applies_keys_and_short_hands_to_a_built_config():
+    stored = get_config("optimized-tiny")
+    changed = with_overrides(stored, {"attention": "mha", "train.lr": 5e-4})
+    assert (changed.fusion.attention, changed.box_head.attention, changed.train.lr) == ("mha", "mha", 5e-4)
+    assert changed.name == "optimized-tiny" and stored.fusion.attention == "sdpa"  # the original is untouched
+    with pytest.raises(ValueError, match="unknown override key"):
+        with_overrides(stored, {"train.nope": 1})
 
 
 def test_overrides_by_dotted_key():
