@@ -4,7 +4,7 @@
 Images: RGB -> uint8 (3, H, W) -> resized to (S, S) with antialiasing (torchvision v2, the aspect ratio is
 not kept: boxes are normalized per axis) -> float in [0, 1] -> ImageNet-normalized. A uint8 tensor batch
 (values 0-255) takes the same steps as a PIL image; a float tensor batch must already be in [0, 1] and skips
-the uint8 step (one outside [0, 1] is refused: :func:`pixel_range_error`).
+the uint8 step (one outside [0, 1] is refused: :func:`check_pixel_range`).
 Text: a fast (Rust) Hugging Face tokenizer, padding to the longest prompt, truncation at ``max_tokens``
 (special tokens included) with one warning per truncated prompt naming it (and, for training captions,
 the phrases lost). Phrase char spans map to token positions through the offset mapping
@@ -37,34 +37,23 @@ def image_to_tensor(image, size: int) -> torch.Tensor:
 PIXEL_RANGE_SLACK = 1.0 / 255
 
 
-def pixel_range_flag(images: torch.Tensor) -> torch.Tensor | None:
-    """For a float image tensor, a 0-d bool tensor on its device that is True when a value lies outside
-    [0, 1] (beyond :data:`PIXEL_RANGE_SLACK`) or is NaN; None for other dtypes and empty tensors. It is
-    computed without waiting for the device: read it with :func:`pixel_range_error`."""
-    if not images.is_floating_point() or images.numel() == 0:
-        return None
-    low, high = torch.aminmax(images.detach())
-    return ~((low >= -PIXEL_RANGE_SLACK) & (high <= 1.0 + PIXEL_RANGE_SLACK))  # NaN compares False: flagged
+def check_pixel_range(images: torch.Tensor) -> None:
+    """Refuse a float image tensor with a value outside [0, 1] (beyond :data:`PIXEL_RANGE_SLACK`) or a NaN: a
+    ``ValueError`` naming its min and max. It reads one ``aminmax`` back from the tensor's device; on a GPU the
+    queue is empty when a call starts, so that costs one small kernel's round trip, not a stall."""
+    low, high = (v.item() for v in torch.aminmax(images.detach().float()))
+    if not (low >= -PIXEL_RANGE_SLACK and high <= 1.0 + PIXEL_RANGE_SLACK):  # NaN compares False: refused
+        raise ValueError(f"float image tensor values must lie in [0, 1], got min {low:.4g}, max {high:.4g}; "
+                         "divide 0-255 pixels by 255 or pass a uint8 tensor, and do not ImageNet-normalize "
+                         "(the processor does)")
 
 
-def pixel_range_error(images: torch.Tensor, flag: torch.Tensor | None = None) -> ValueError | None:
-    """The ``ValueError`` for a float image tensor outside [0, 1] (``flag`` from :func:`pixel_range_flag`,
-    computed here when not given), or None when it is in range."""
-    flag = pixel_range_flag(images) if flag is None else flag
-    if flag is None or not bool(flag):
-        return None
-    low, high = torch.aminmax(images.detach().float())
-    return ValueError(f"float image tensor values must lie in [0, 1], got min {low.item():.4g}, max {high.item():.4g}; "
-                      "divide 0-255 pixels by 255 or pass a uint8 tensor, and do not ImageNet-normalize "
-                      "(the processor does)")
-
-
-def images_to_batch(images, size: int, check_range: bool = True) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+def images_to_batch(images, size: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """PIL images, or a (B, 3, H, W) tensor -> normalized (B, 3, size, size) and each image's original (H, W).
 
     A uint8 tensor (values 0-255) is resized and scaled by 1/255 exactly as a PIL image is; a float tensor
-    must hold values in [0, 1] (a ``ValueError`` otherwise, unless ``check_range`` is False: the caller
-    checks it with :func:`pixel_range_error`); other dtypes are a ``ValueError``."""
+    must hold values in [0, 1] (a ``ValueError`` otherwise: :func:`check_pixel_range`); other dtypes are a
+    ``ValueError``."""
     from torchvision.transforms.v2 import functional as TF
 
     if isinstance(images, torch.Tensor):
@@ -79,8 +68,8 @@ def images_to_batch(images, size: int, check_range: bool = True) -> tuple[torch.
             return TF.normalize(batch.float() / 255.0, IMAGENET_MEAN, IMAGENET_STD), sizes
         if not images.is_floating_point():
             raise ValueError(f"image tensor must be uint8 (0-255) or float (values in [0, 1]), got {images.dtype}")
-        if check_range and (error := pixel_range_error(images)) is not None:
-            raise error
+        if images.numel():
+            check_pixel_range(images)
         batch = images.float()
         if tuple(batch.shape[-2:]) != (size, size):
             batch = TF.resize(batch, [size, size], antialias=True)
@@ -136,10 +125,10 @@ class InputProcessor:
         """One PIL image -> float (3, S, S), normalized."""
         return image_to_tensor(image, self.image_size)
 
-    def images(self, images, check_range: bool = True) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    def images(self, images) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """PIL images, or a (B, 3, H, W) tensor (uint8 0-255, or float in [0, 1]) -> (B, 3, S, S) and
         original (H, W)s: :func:`images_to_batch`."""
-        return images_to_batch(images, self.image_size, check_range=check_range)
+        return images_to_batch(images, self.image_size)
 
     # -- text --------------------------------------------------------------------------------
     def tokenize(self, captions: Sequence[str], names: Sequence[str] | None = None,

@@ -15,7 +15,7 @@ from torch import nn
 from ..boxes import normalized_cxcywh_to_pixel_xyxy
 from ..config import DetectorConfig
 from ..data.positive_map import phrase_token_mask
-from ..processor import InputProcessor, join_phrases, pixel_range_error, pixel_range_flag
+from ..processor import InputProcessor, join_phrases
 from .box_head import BoxHead
 from .fusion import Fusion
 from .image_encoder import ImageEncoder
@@ -95,11 +95,11 @@ class OpenVocabDetector(nn.Module):
         ``self.processor.tokenize``."""
         return self.processor.tokenize(captions)
 
-    def preprocess(self, images, check_range: bool = True) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    def preprocess(self, images) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """PIL images, or a tensor batch (B, 3, H, W): uint8 0-255 or float in [0, 1] (see :meth:`predict`)
         -> normalized (B, 3, S, S) at the model's input size on the model's device, plus each image's
         original (H, W)."""
-        batch, sizes = self.processor.images(images, check_range=check_range)
+        batch, sizes = self.processor.images(images)
         device = next(self.parameters()).device
         return batch.to(device), sizes
 
@@ -131,10 +131,7 @@ class OpenVocabDetector(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            # A float tensor's [0, 1] check is queued here and read after the forward, where predict waits
-            # for the device anyway: it adds no host-device sync of its own.
-            range_flag = pixel_range_flag(images) if isinstance(images, torch.Tensor) else None
-            batch, sizes = self.preprocess(images, check_range=False)
+            batch, sizes = self.preprocess(images)
             if len(prompts) != batch.shape[0]:
                 raise ValueError(f"got {batch.shape[0]} images but {len(prompts)} prompts")
             captions, phrase_spans = [], []
@@ -152,8 +149,6 @@ class OpenVocabDetector(nn.Module):
                 raise ValueError(f"text_tokens of shape {tuple(text_tokens.shape)} do not match the prompts' "
                                  f"{tuple(enc['input_ids'].shape)} (B, T) tokens")
             out = self(batch, enc["input_ids"].to(device), enc["attention_mask"].to(device), text_tokens=text_tokens)
-            if range_flag is not None and (error := pixel_range_error(images, range_flag)) is not None:
-                raise error
             probs = out["pred_logits"].float().sigmoid()  # (B, Q, T)
             results = []
             for b in range(batch.shape[0]):
