@@ -48,9 +48,10 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def _resume_config(path: str, preset: str | None, overrides: dict):
-    """The config of the run ``--resume`` continues: the checkpoint's own. Read (weights_only) before anything is
-    written; a requested --preset/--set that would change it is refused in one line, since the weights,
-    optimizer state and schedule belong to the checkpoint's config."""
+    """The config of the run ``--resume`` continues: the checkpoint's own, and the run's budget as it was given
+    (``{"total_steps", "time_budget_s"}`` from the checkpoint: --max-steps and --max-time). Read (weights_only)
+    before anything is written; a requested --preset/--set that would change it is refused in one line, since the
+    weights, optimizer state and schedule belong to the checkpoint's config."""
     from .config import DetectorConfig, get_config, with_overrides
     from .training.module import read_checkpoint
 
@@ -72,7 +73,8 @@ def _resume_config(path: str, preset: str | None, overrides: dict):
                 if stored.name != requested.name else f"was trained with preset {stored.name} but other settings")
         raise ValueError(f"--resume {path}: the checkpoint {what} ({shown or 'same settings'}); drop --preset/--set "
                          "to continue it with its own config, or start a new run without --resume")
-    return stored
+    hparams = ckpt["hyper_parameters"]
+    return stored, {"total_steps": hparams.get("total_steps"), "time_budget_s": hparams.get("time_budget_s")}
 
 
 def _dotted(data: dict, key: str):
@@ -129,7 +131,12 @@ def cmd_train(args) -> int:
     if args.batch_size:
         overrides["train.batch_size"] = args.batch_size
     if args.resume:
-        config = _resume_config(args.resume, args.preset, overrides)  # before anything is written
+        config, budget = _resume_config(args.resume, args.preset, overrides)  # before anything is written
+        if budget_s is None and args.max_steps is None:
+            # neither --max-time nor --max-steps given: the resumed run keeps the checkpoint's own budget (its
+            # clock and one-cycle schedule), instead of Lightning's 10-epoch default and an LR schedule sized to it
+            budget_s = float(budget["time_budget_s"]) if budget["time_budget_s"] else None
+            args.max_steps = int(budget["total_steps"]) if budget["total_steps"] else None
     else:
         config = get_config(args.preset or DEFAULT_PRESET, overrides)
     L.seed_everything(config.train.seed, workers=True)
@@ -299,6 +306,7 @@ def _predict_many(args) -> int:
         check_inference_options,
         check_writable,
         list_images,
+        meta_path,
         parse_prompt,
         predict_images,
         prepare_for_inference,
@@ -320,9 +328,17 @@ def _predict_many(args) -> int:
     device = resolve_device(args.device)
     check_inference_options(args.precision, args.quantize, device, args.backend, args.compile)  # before loading
     paths = list_images(args.images)
-    if args.out != "-" and any(_same_file(Path(args.out), path) for path in paths):
-        raise ValueError(f"--out {args.out} is one of the input images; writing there would overwrite it: choose "
-                         "another file name")
+    if args.out != "-":
+        # the output file (and --format coco's FILE.meta.json) must be neither an input image nor the list file
+        outs = [Path(args.out)] + ([meta_path(args.out)] if args.format == "coco" else [])
+        for target in outs:
+            what = f"--out {args.out}" + ("" if target == Path(args.out) else f" (its sidecar {target})")
+            if _same_file(target, Path(args.images)):
+                raise ValueError(f"{what} is the --images list file; writing there would overwrite it: choose "
+                                 "another file name")
+            if any(_same_file(target, path) for path in paths):
+                raise ValueError(f"{what} is one of the input images; writing there would overwrite it: choose "
+                                 "another file name")
     module = load_checkpoint(args.checkpoint)
     calibration = (calibration_pairs(paths, prompt) if args.backend == "onnxruntime" and args.quantize == "int8"
                    else None)

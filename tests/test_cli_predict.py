@@ -344,6 +344,24 @@ def test_single_image_to_json_and_to_jpeg(image_dir, tmp_path, capsys, fast_load
     assert json.loads(stdout)["drawing"] == str(jpg) and Image.open(jpg).format == "JPEG"
 
 
+@pytest.mark.parametrize("fmt, out", [("jsonl", "{list}"), ("coco", "{list}"), ("coco", "{folder}/b")])
+def test_many_images_out_that_is_the_list_file_or_an_input_is_refused(image_dir, tmp_path, capsys, monkeypatch,
+                                                                       fmt, out):
+    """--out the --images list itself (or a COCO sidecar FILE.meta.json landing on an input) would overwrite it."""
+    _no_load(monkeypatch)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a.png").write_bytes((image_dir / "a.png").read_bytes())
+    (folder / "b.meta.json").write_text("{}")  # an input only through the list below
+    listing = tmp_path / "list.txt"
+    listing.write_text("imgs/a.png\nimgs/b.meta.json\n")
+    before = listing.read_text()
+    code, _, err = _run(["predict", "--checkpoint", "unused.ckpt", "--images", str(listing), "--prompt", "red circle",
+                         "--format", fmt, "--out", out.format(list=listing, folder=folder)], capsys)
+    assert code == 2 and "would overwrite it" in err and len(err.strip().splitlines()) == 1, err
+    assert listing.read_text() == before and (folder / "b.meta.json").read_text() == "{}"
+
+
 @pytest.mark.parametrize("out, message", [("{folder}", "is a folder; give a file name"),
                                           ("{folder}/a.png", "is one of the input images")])
 def test_many_images_out_is_checked_before_the_model_loads(image_dir, tmp_path, capsys, monkeypatch, out, message):

@@ -94,6 +94,22 @@ def test_resume_without_a_preset_continues_with_the_checkpoints_config(run, root
     assert json.loads((out / "config.json").read_text())["train"]["batch_size"] == 4
 
 
+@pytest.mark.parametrize("budget", [["--max-time", "00:00:00:01"], ["--max-steps", "3"]], ids=["time", "steps"])
+def test_resume_without_a_budget_keeps_the_checkpoints_budget(root, tmp_path, budget):
+    """The README's `ovd train --resume RUN/checkpoints/last.ckpt --out RUN` gives no --max-time/--max-steps: the
+    run continues with the budget it was started with (a spent one ends it at once), not with Lightning's 10-epoch
+    default and a schedule sized to it. 8 records of batch 4: two steps an epoch, so 10 epochs are 20 steps."""
+    out = tmp_path / "run"
+    common = ["train", "--data-root", str(root), "--limit", "8", "--batch-size", "4", "--limit-val-batches", "0"]
+    assert ovd_main([*common, *budget, "--out", str(out)]) == 0
+    first = json.loads((out / "summary.json").read_text())
+    assert first["global_step"] < 10, first  # fewer than 10 epochs: the old default would train on
+    assert ovd_main([*common, "--resume", str(out / "checkpoints" / "last.ckpt"), "--out", str(out)]) == 0
+    resumed = json.loads((out / "summary.json").read_text())
+    assert resumed["global_step"] == first["global_step"], (first, resumed)
+    assert ("train_seconds" in resumed) == (budget[0] == "--max-time")
+
+
 def test_an_out_folder_holding_a_run_is_refused_unless_resumed_from(run, root, capsys):
     summary = (run / "summary.json").read_text()
     line = _error(["train", "--data-root", str(root), "--max-steps", "1", "--out", str(run)], capsys)
