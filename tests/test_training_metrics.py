@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -276,6 +277,26 @@ def test_load_predictions_names_a_malformed_entry(tmp_path):
     path = tmp_path / "preds.json"
     path.write_text(json.dumps([{"image_id": "1", "sentence_id": 0, "boxes": []}, {"image_id": "1"}]))
     with pytest.raises(ValueError, match=r"preds.json: entry 1 lacks sentence_id, boxes; each entry needs"):
+        load_predictions(str(path))
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"image_id": "1", "sentence_id": None, "boxes": []}, "entry 1: sentence_id must be an integer, got None"),
+    ({"image_id": "1", "sentence_id": 1.5, "boxes": []}, "entry 1: sentence_id must be an integer, got 1.5"),
+    ({"image_id": "1", "sentence_id": "zero", "boxes": []}, "entry 1: sentence_id must be an integer, got 'zero'"),
+    ({"image_id": None, "sentence_id": 0, "boxes": []}, "entry 1: image_id must be a string or an integer"),
+    ({"image_id": "1", "sentence_id": 0, "boxes": None}, "entry 1: boxes must be a list"),
+])
+def test_load_predictions_names_an_entry_with_a_bad_value(tmp_path, entry, message):
+    """A null or fractional sentence_id, or null boxes: a ValueError naming the file and the entry (before: a
+    TypeError traceback, or sentence 1.5 read as sentence 1)."""
+    import json
+
+    from ovd.training.metrics import load_predictions
+
+    path = tmp_path / "preds.json"
+    path.write_text(json.dumps([{"image_id": 1, "sentence_id": "0", "boxes": []}, entry]))
+    with pytest.raises(ValueError, match=r"preds.json: " + re.escape(message)):
         load_predictions(str(path))
 
 

@@ -312,6 +312,16 @@ def load_predictions(path: str) -> list[dict]:
         if lacking:
             raise ValueError(f"{path}: entry {i} lacks {', '.join(lacking)}; each entry needs image_id, "
                              "sentence_id and boxes (one ranked list of xyxy pixel boxes per phrase)")
+        # the values too: a null sentence_id or boxes was a TypeError traceback, a 1.5 silently sentence 1
+        image_id, sentence_id, boxes = entry["image_id"], entry["sentence_id"], entry["boxes"]
+        if isinstance(image_id, bool) or not isinstance(image_id, (str, int)):
+            raise ValueError(f"{path}: entry {i}: image_id must be a string or an integer, got {image_id!r}")
+        if isinstance(sentence_id, bool) or not (isinstance(sentence_id, int)
+                                                 or (isinstance(sentence_id, str) and sentence_id.strip().isdigit())):
+            raise ValueError(f"{path}: entry {i}: sentence_id must be an integer, got {sentence_id!r}")
+        if not isinstance(boxes, list):
+            raise ValueError(f"{path}: entry {i}: boxes must be a list (one ranked list of xyxy pixel boxes per "
+                             f"phrase), got {type(boxes).__name__}")
     return data
 
 
