@@ -74,9 +74,21 @@ def images_to_batch(images, size: int) -> tuple[torch.Tensor, list[tuple[int, in
         if tuple(batch.shape[-2:]) != (size, size):
             batch = TF.resize(batch, [size, size], antialias=True)
         return TF.normalize(batch, IMAGENET_MEAN, IMAGENET_STD), sizes
-    images = list(images)
+    from PIL import Image
+
+    accepted = "a list of PIL images or one (B, 3, H, W) tensor (uint8 0-255 or float in [0, 1])"
+    if isinstance(images, Image.Image):
+        raise ValueError(f"images must be {accepted}, got a single PIL image: pass [image]")
+    try:
+        images = list(images)
+    except TypeError:
+        raise ValueError(f"images must be {accepted}, got {type(images).__name__}") from None
     if not images:
         raise ValueError("no images given")
+    for i, img in enumerate(images):
+        if not isinstance(img, Image.Image):
+            raise ValueError(f"images[{i}] is a {type(img).__name__}: images must be {accepted}; stack same-size "
+                             "(3, H, W) tensors with torch.stack, or convert arrays with PIL.Image.fromarray")
     sizes = [(img.height, img.width) for img in images]
     return torch.stack([image_to_tensor(img, size) for img in images]), sizes
 

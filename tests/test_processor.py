@@ -82,3 +82,16 @@ def test_uint8_tensor_is_scaled_like_a_pil_image_and_float_tensor_must_be_in_uni
         images_to_batch(torch.full((1, 3, 8, 8), float("nan")), 8)
     with pytest.raises(ValueError, match="uint8 .* or float"):
         images_to_batch(as_uint8.long(), 16)
+
+
+@pytest.mark.parametrize("images, message", [
+    (Image.new("RGB", (40, 30)), "got a single PIL image: pass \\[image\\]"),
+    ([torch.rand(3, 30, 40)], r"images\[0\] is a Tensor: images must be a list of PIL images or one \(B, 3, H, W\)"),
+    (np.zeros((1, 30, 40, 3), np.uint8), r"images\[0\] is a ndarray"),
+    (5, "images must be a list of PIL images or one .* got int"),
+])
+def test_images_other_than_pil_images_or_a_batch_tensor_are_a_value_error(images, message):
+    """A single PIL image, a list of (3, H, W) tensors or a numpy batch: a ValueError saying what is accepted
+    (before: AttributeError "'Tensor' object has no attribute 'height'" or "'Image' object is not iterable")."""
+    with pytest.raises(ValueError, match=message):
+        images_to_batch(images, 32)
