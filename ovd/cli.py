@@ -144,7 +144,6 @@ def cmd_train(args) -> int:
     require_records(dm, dm.splits["train"])
     if args.limit_val_batches:
         require_records(dm, dm.splits["val"])
-    out.mkdir(parents=True, exist_ok=True)
     # --max-time: the training-seconds budget of train_and_evaluate (the suite's accuracy runs): the same
     # TimeBudget clock (validation excluded) stops the run, and the one-cycle schedule is stretched to it.
     module = DetectorModule(config, total_steps=args.max_steps if args.max_steps and args.max_steps > 0 else None,
@@ -159,7 +158,7 @@ def cmd_train(args) -> int:
 
     # no epoch cap unless asked: a step or time budget decides when the run ends
     max_epochs = args.max_epochs if args.max_epochs else (-1 if args.max_steps or budget_s else 10)
-    trainer = L.Trainer(
+    trainer = _trainer_or_usage_error(
         accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
         max_steps=args.max_steps or -1, max_epochs=max_epochs, **trainer_kwargs(),  # TrainStep owns precision, clipping
         val_check_interval=args.val_check_interval, check_val_every_n_epoch=1 if args.val_check_interval is None else None,
@@ -167,6 +166,7 @@ def cmd_train(args) -> int:
         logger=TensorBoardLogger(str(out), name="tb"), default_root_dir=str(out), log_every_n_steps=10,
         num_sanity_val_steps=0,
     )
+    out.mkdir(parents=True, exist_ok=True)  # after the trainer accepted --accelerator/--devices: no empty folder
     # Under DDP every process runs this function; the trainer knows its global rank from the launcher's
     # environment (Lightning's own, torchrun, SLURM), so only rank 0 writes files. Lightning shards the
     # data itself (it wraps the loaders' samplers in a DistributedSampler) and the evaluator's
@@ -186,6 +186,18 @@ def cmd_train(args) -> int:
         (out / "summary.json").write_text(json.dumps(record, indent=2))
         print(json.dumps(record, indent=2))
     return 0
+
+
+def _trainer_or_usage_error(**kwargs):
+    """``L.Trainer(**kwargs)``, with Lightning's refusal of the hardware flags (``--accelerator gpu`` on a machine
+    without one, more ``--devices`` than it has) as a ``ValueError``: one line, not a traceback."""
+    import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return L.Trainer(**kwargs)
+    except MisconfigurationException as err:
+        raise ValueError(f"--accelerator {kwargs.get('accelerator')} --devices {kwargs.get('devices')}: {err}") from None
 
 
 def cmd_eval(args) -> int:

@@ -154,3 +154,13 @@ def test_data_synth_refuses_a_non_empty_folder_unless_overwrite(tmp_path, capsys
     assert (out / "train.txt").read_text() == "1000001\n"
     assert ovd_main(["data", "synth", "--out", str(tmp_path / "new"), "--num-train", "1", "--num-val", "1",
                      "--num-test", "1", "--num-novel", "1"]) == 0
+
+
+def test_an_accelerator_this_machine_lacks_is_one_line_and_writes_nothing(root, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --accelerator gpu is valid here")
+    out = tmp_path / "gpu-run"
+    line = _error(["train", "--data-root", str(root), "--max-steps", "1", "--accelerator", "gpu", "--out", str(out)],
+                  capsys)
+    assert "--accelerator gpu" in line, line
+    assert not out.exists()
