@@ -137,8 +137,12 @@ def cmd_run(args) -> int:
         from .variants import add_user_models, get_variant, register_user_model
 
         user_models = [register_user_model(m) for m in args.model]
-        # the worker processes import the factory: let them see the caller's folder
+        # the worker processes import the factory: let them see the caller's folder, first (their own working
+        # folder, the clone, must not shadow a same-named module of the caller's, e.g. a copy of examples/)
+        from .sources import CALLER_PATH_ENV
+
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)
+        os.environ[CALLER_PATH_ENV] = os.getcwd()
         sys.path.insert(0, os.getcwd())
         for user in user_models:  # a factory that cannot be imported is a usage error, found before a folder is made
             resolve_factory(get_variant(user).source.target)

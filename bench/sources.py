@@ -30,6 +30,11 @@ _TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]
 _NAME = re.compile(r"^[A-Za-z0-9][\w.+:-]*$")
 
 
+#: The folder ``ovd-bench run --model`` was started from: the worker processes put it first on ``sys.path``, ahead of
+#: their own working folder (the clone), so they import the factory the command line checked (bench.worker).
+CALLER_PATH_ENV = "OVD_BENCH_CALLER_PATH"
+
+
 class SourceError(UsageError):
     """A model source that cannot be used (malformed, unknown kind, factory not importable, bad return)."""
 
@@ -200,6 +205,13 @@ def resolve_factory(target: str) -> Callable:
     except ImportError as err:
         raise SourceError(f"factory {target}: cannot import module {mod_name!r} ({err}); is it on PYTHONPATH "
                           "or installed?") from err
+    except Exception as err:  # found, but importing it fails: a SyntaxError, or its own code raising
+        import traceback
+
+        frames = traceback.extract_tb(err.__traceback__)
+        where = "" if isinstance(err, SyntaxError) or not frames else f" at {frames[-1].filename}:{frames[-1].lineno}"
+        raise SourceError(f"factory {target}: importing module {mod_name!r} failed{where}: "
+                          f"{type(err).__name__}: {err}; fix the module, then run again") from err
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise SourceError(f"factory {target}: {mod_name!r} has no attribute {attr!r}")

@@ -25,6 +25,11 @@ from pathlib import Path
 
 def run(spec: dict) -> dict:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from bench.sources import CALLER_PATH_ENV
+
+    caller = os.environ.get(CALLER_PATH_ENV)  # where `ovd-bench run --model` was started: the factory's folder
+    if caller and sys.path[:1] != [caller]:
+        sys.path.insert(0, caller)  # ahead of this process's working folder (the clone), as the command line had it
     from bench.common import limit_thread_pools
 
     threads_info = limit_thread_pools(spec.get("threads"))

@@ -289,6 +289,21 @@ def test_a_model_factory_that_cannot_be_imported_is_one_line_before_a_folder(in_
     assert "has no attribute 'build'" in one_line_error(capsys, "run")
 
 
+def test_a_model_factory_whose_module_fails_to_import_is_one_line_naming_the_file(in_tmp, capsys, fake_run,
+                                                                                  no_user_variants_left):
+    """A factory module with a syntax error, or whose own code raises on import, cannot be imported either: one line
+    naming the file (and line), exit 2, no folder made (before: a traceback and exit 1)."""
+    (in_tmp / "mymod_syntax_for_cli_test.py").write_text("def build(device:\n    pass\n")
+    assert main(["run", "--profile", "quick", "--model", "mine=mymod_syntax_for_cli_test:build", "--out", "o"]) == 2
+    line = one_line_error(capsys, "run")
+    assert "SyntaxError" in line and "mymod_syntax_for_cli_test.py, line 1" in line
+    (in_tmp / "mymod_raises_for_cli_test.py").write_text("x = 1\nraise RuntimeError('needs CUDA')\n")
+    assert main(["run", "--profile", "quick", "--model", "mine2=mymod_raises_for_cli_test:build", "--out", "o"]) == 2
+    line = one_line_error(capsys, "run")
+    assert "RuntimeError: needs CUDA" in line and "mymod_raises_for_cli_test.py:2" in line
+    assert not (in_tmp / "o").exists() and "out" not in fake_run
+
+
 def test_a_run_whose_every_measurement_failed_exits_1(in_tmp, capsys, fake_run, monkeypatch):
     from bench.results import Row
 
@@ -329,3 +344,39 @@ def test_an_accuracy_run_from_another_machine_is_refused_unless_asked(in_tmp, ca
     capsys.readouterr()
     assert main(["report", str(in_tmp / "run"), "--accuracy", str(here)]) == 2
     assert "--accuracy-any-machine" in one_line_error(capsys, "report")
+
+
+def test_workers_build_the_callers_factory_not_a_same_named_module_of_the_clone(in_tmp, monkeypatch,
+                                                                              no_user_variants_left):
+    """A user's edited copy of examples/my_detector.py, in the folder ovd-bench runs from, is the model the worker
+    processes measure: their working folder (the clone, which has its own examples/my_detector.py) must not shadow
+    it. Before, the command line checked the user's factory and the workers measured the clone's example (25.4M
+    parameters for a 144-parameter model)."""
+    import os
+    import sys
+
+    (in_tmp / "examples").mkdir()
+    (in_tmp / "examples" / "my_detector.py").write_text(
+        "import torch\nfrom bench.sources import ModelUnderTest\n\n\ndef build(device, batch_size=2):\n"
+        "    return ModelUnderTest(torch.nn.Linear(8, 16).to(device), (torch.randn(batch_size, 8, device=device),))\n")
+    for var in ("PYTHONPATH", "OVD_BENCH_CALLER_PATH"):  # --model sets them for the workers: restored after the test
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    measured = {}
+
+    def run_profile(profile, out, threads, *args, **kwargs):
+        task = next(t for t in bench.runner.plan(profile) if t.id == "static:mine")
+        outcome = bench.runner.run_task(task, 1, "cpu", 300, out, start="exec")
+        measured.update({r["metric"]: r["value"] for r in outcome["outcomes"]["params"]["rows"]})
+        return SimpleNamespace(rows=[])
+
+    monkeypatch.setattr(bench.runner, "run_profile", run_profile)
+    monkeypatch.setattr(bench.report, "render", lambda results, out, accuracy=None: out / "REPORT.md")
+    ours = {name: sys.modules.pop(name) for name in ("examples", "examples.my_detector") if name in sys.modules}
+    try:
+        assert main(["run", "--profile", "quick", "--model", "mine=examples.my_detector:build", "--out", "o"]) == 0
+    finally:  # the command line imported the user's copy in this process: later tests import the clone's again
+        for name in ("examples", "examples.my_detector"):
+            sys.modules.pop(name, None)
+        sys.modules.update(ours)
+    assert measured["params/total"] == 8 * 16 + 16
