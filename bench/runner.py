@@ -438,11 +438,12 @@ def _foreign_tasks(done: dict, current: dict) -> dict:
     return foreign
 
 
-def _resumable(done: dict, planned: list[Task], threads: int, here: dict) -> dict:
+def _resumable(done: dict, planned: list[Task], threads: int, here: dict, variants: dict | None = None) -> dict:
     """The finished tasks of a ``--resume`` folder that this run may keep: those the current plan has, with the
-    same measurements and parameters (any other is re-run or dropped, and logged). One measured on another
-    machine or thread count is refused (:class:`bench.errors.UsageError`): its absolute numbers are not this
-    run's, and ``--resume-any`` does not change that."""
+    same measurements and parameters, and the same model source as the folder's ``variants`` record for their
+    variant (a ``--model NAME=...`` that now names another factory; any other is re-run or dropped, and logged).
+    One measured on another machine or thread count is refused (:class:`bench.errors.UsageError`): its absolute
+    numbers are not this run's, and ``--resume-any`` does not change that."""
     by_id = {t.id: t for t in planned}
     keep, other_setup = {}, []
     for tid, out in done.items():
@@ -453,6 +454,11 @@ def _resumable(done: dict, planned: list[Task], threads: int, here: dict) -> dic
         if (list(recorded.get("measurements") or []) != list(task.measurements)
                 or _canonical(recorded.get("params") or {}) != _canonical(task.params)):
             log(f"--resume: {tid} was measured with other parameters: re-run")
+            continue
+        then = ((variants or {}).get(task.variant) or {}).get("source") if task.variant is not None else None
+        if then is not None and _canonical(then) != _canonical(get_variant(task.variant).source.to_dict()):
+            log(f"--resume: {tid} was measured on another model ({then.get('target') or then.get('preset') or then}): "
+                "re-run")
             continue
         env = out.get("environment") or {}
         if same_machine(env, here) is False:
@@ -481,7 +487,7 @@ def resumed_tasks(tasks: list[Task], resume: str | Path, threads: int, environme
     prev = Results.load(Path(resume) / "results.json")
     done = {k: v for k, v in prev.tasks.items() if v.get("status") == "ok"}
     here = environment if environment and environment.get("cpu_model") else this_machine()  # the run's capture()
-    done = _resumable(done, tasks, threads, here)
+    done = _resumable(done, tasks, threads, here, prev.variants)
     foreign = _foreign_tasks(done, current)
     if foreign and not resume_any:
         seen = sorted(set(foreign.values()))

@@ -225,3 +225,27 @@ def test_several_commits_one_source_hash_is_not_called_a_mix_of_sources():
     assert "different source hashes" not in text
     res.tasks["static:b"]["environment"]["source_hash"] = "f" * 64
     assert "2 different source hashes" in "\n".join(lines(res))
+
+
+def test_resume_re_runs_a_user_models_tasks_when_its_name_now_names_another_factory(tmp_path):
+    """`--model mine=pkg_a.mod:build`, then `--resume` of that run with `--model mine=pkg_b.mod:build`: mine's
+    finished tasks measured pkg_a's model and are re-run (before, they were kept: the report gave pkg_b the other
+    model's parameters, FLOPs and speed). The same factory keeps them."""
+    from bench.runner import resumed_tasks
+    from bench.variants import VARIANTS, register_user_model
+
+    now = env.provenance()
+    try:
+        register_user_model("mine-resume=pkg_a.mod:build")
+        done = _outcome("static:mine-resume", "mine-resume", now["source_hash"], now["git_commit"],
+                        **env.this_machine(), threads=1)
+        folder = tmp_path / "prev"
+        Results(tasks={"static:mine-resume": done},
+                variants={"mine-resume": VARIANTS["mine-resume"].to_dict()}).save(folder / "results.json")
+        planned = plan(_static_only("mine-resume"))
+        assert list(resumed_tasks(planned, folder, threads=1)) == ["static:mine-resume"]  # the same factory
+        del VARIANTS["mine-resume"]  # a new `ovd-bench run` process: the name now names another factory
+        register_user_model("mine-resume=pkg_b.mod:build")
+        assert resumed_tasks(plan(_static_only("mine-resume")), folder, threads=1) == {}
+    finally:
+        VARIANTS.pop("mine-resume", None)
