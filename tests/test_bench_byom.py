@@ -135,3 +135,32 @@ def test_presets_in_the_accuracy_profile_still_train_for_its_budget():
     profile = get_profile("accuracy")
     specs = [t.params["accuracy"] for t in plan(profile) if t.kind == "accuracy"]
     assert specs and all(s["budget_s"] == profile.accuracy_budget_s == 600 for s in specs)
+
+
+def test_a_factory_wrapping_a_preset_reads_the_presets_memory_not_its_imports(tmp_path, monkeypatch):
+    """Peak memory of a factory that returns our fp32 baseline-tiny on the batch the suite builds for it, each in
+    a fresh process as the runner measures: the same total as the preset's own row. Before, the factory's total
+    also held the ~250 MiB of libraries its build imported (transformers, timm, ovd), which the preset's reading
+    had loaded before its baseline: 2.3x the preset's inference total for the same model."""
+    from bench.runner import Task, run_task
+    from bench.variants import VARIANTS, Variant
+
+    (tmp_path / "wrap_preset_for_memory_test.py").write_text(
+        "from bench.common import build_model, make_batch\nfrom bench.sources import ModelUnderTest\n\n\n"
+        "def build(device, batch_size=2):\n    model = build_model('baseline-tiny', {}, device)\n"
+        "    b = make_batch(model, batch_size, device)\n"
+        "    return ModelUnderTest(model, (b.images, b.input_ids, b.attention_mask))\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setitem(VARIANTS, "wrapped", Variant("wrapped", FactorySource("wrap_preset_for_memory_test:build"),
+                                                     group="user"))
+    totals = {}
+    for variant in ("baseline-tiny", "wrapped"):
+        task = Task(f"memory_infer:{variant}", variant, ["memory_infer"], {"memory_infer": {"batch_size": 2}})
+        out = run_task(task, threads=1, device="cpu", timeout_s=300, start="exec")
+        assert out["status"] == "ok", out
+        totals[variant] = _rows_of(out)["memory/infer_total"]
+    assert totals["wrapped"] == pytest.approx(totals["baseline-tiny"], rel=0.2, abs=20), totals
+
+
+def _rows_of(outcome: dict) -> dict:
+    return {r["metric"]: r["value"] for o in outcome["outcomes"].values() for r in o["rows"]}

@@ -226,9 +226,16 @@ def _measure(spec: MemorySpec, mode: str) -> MemoryResult:
 
 
 def _measure_under_test(spec: MemorySpec, mode: str, device) -> MemoryResult:
-    """A factory's or hub model's peak: its forward (infer), or backward + AdamW on its loss (train)."""
+    """A factory's or hub model's peak: its forward (infer), or backward + AdamW on its loss (train). As for a
+    preset, the libraries a build imports are loaded before the reading that ``*_total`` starts from: the
+    factory's module and what building a detector imports (:func:`_preload`). Imports the factory itself makes
+    inside ``build`` still count."""
     from bench.measure.under_test import make_forward, make_train_step
-    from bench.sources import build_under_test
+    from bench.sources import FactorySource, build_under_test, resolve_factory
+
+    _preload()
+    if isinstance(spec.source, FactorySource):
+        resolve_factory(spec.source.target)
 
     def build():
         mut = build_under_test(spec.source, device, spec.batch_size)
