@@ -310,6 +310,16 @@ def _gate(cmp: Comparison, variant: str, metric: str, kind: str, ref: float, new
     cmp.checks.append(Check(variant, metric, kind, ref, new, limit, passed, "; ".join(x for x in (text, note) if x)))
 
 
+def _own_infer_batch(res: Results, variant: str, n: int | None) -> int | None:
+    """The inference batch ``variant``'s FLOP-counted speed was timed at: the profile's ``n``, else the batch of its
+    own ``infer/fps_b{B}`` rows (a factory without a ``batch_size`` argument is measured at its own batch only)."""
+    if n is not None and _ok(res, variant, f"infer/fps_b{n}") is not None:
+        return n
+    own = [int(r.metric.rsplit("_b", 1)[1]) for r in res.rows if r.variant == variant and r.status == "ok"
+           and r.metric.startswith("infer/fps_b") and r.metric.rsplit("_b", 1)[1].isdigit()]
+    return max(own, default=n)
+
+
 def _root_variants(res: Results) -> list[str]:
     return [v for v, spec in res.variants.items()
             if not spec.get("reference") and spec.get("group") not in NOT_GATED_GROUPS]
@@ -319,9 +329,9 @@ def _gate_roots(cmp: Comparison, reference: Results, new: Results, speed_rule: S
                 training_rule: SpreadRule, machine: tuple[bool, str], gate_latency: bool) -> None:
     """``machine``: :func:`_same_machine` of the two runs (whether latency can be gated, and the names);
     ``gate_latency``: gate raw latency at all (see the module doc)."""
-    n = _infer_batch(reference)
     same, machines = machine
     for v in _root_variants(reference):
+        n = _own_infer_batch(reference, v, _infer_batch(reference))
         # efficiency: needs the roofline in the reference; missing from NEW is a failure
         if n is not None:
             e_ref = efficiency(reference, v, n)

@@ -501,3 +501,22 @@ def test_failed_repeats_in_new_fail_the_gate():
     assert sum(c.kind == "repeats" for c in cmp.checks) == 1
     # failed repeats in the reference are not NEW's regression
     assert compare(_with_failed_repeats(ref, "optimized-tiny", 1, 3), make_results(seed=1)).passed
+
+
+def _with_fixed_batch_user_model(res: Results, slowdown: float = 1.0) -> Results:
+    """``res`` plus a user's factory without a ``batch_size`` argument, timed at its own batch 2 only (no b1, no b4
+    rows), as `ovd-bench run --model` writes it."""
+    rows = list(res.rows) + [Row("mine", "flops/per_image", 5e8, "FLOP", [5e8], Stats.of([5e8])),
+                             _row("mine", "infer/fps_b2", [40.0 / slowdown, 41.0 / slowdown, 39.0 / slowdown]),
+                             _row("mine", "infer/latency_p50_ms_b2", [50.0 * slowdown, 49.0 * slowdown])]
+    return dataclasses.replace(res, rows=rows, variants={**res.variants, "mine": {"reference": None, "group": "user"}})
+
+
+def test_a_user_model_timed_at_its_own_batch_is_gated_on_efficiency():
+    """A factory measured at its own batch has no infer/fps_b{infer_batch} row: its efficiency is read at the batch
+    it was timed at, so a 10x slowdown of the user's model fails (before: no check of its speed at all)."""
+    ref = _with_fixed_batch_user_model(make_results(seed=0))
+    assert compare(ref, ref).passed
+    cmp = compare(ref, _with_fixed_batch_user_model(make_results(seed=0), slowdown=10.0))
+    assert [(c.variant, c.kind) for c in cmp.failures] == [("mine", "efficiency")]
+    assert "b2" in cmp.failures[0].metric
