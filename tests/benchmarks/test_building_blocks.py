@@ -88,3 +88,16 @@ def test_bench_synchronizes_cuda_around_the_timed_call(bench, monkeypatch):
     # With --benchmark-disable one round runs; enabled, warm-up and timed rounds repeat the pattern.
     assert events[:3] == ["sync", "call 7", "sync"]
     assert len(events) % 3 == 0 and events == ["sync", "call 7", "sync"] * (len(events) // 3)
+
+
+def test_bench_runs_with_one_torch_thread_unless_told(bench, monkeypatch):
+    """The fixture times with $OVD_BENCHMARK_THREADS torch threads, 1 by default (conftest.py's module doc)."""
+    from benchmark_threads import THREADS_ENV, benchmark_threads
+
+    assert bench(torch.get_num_threads) == 1
+    monkeypatch.setenv(THREADS_ENV, "2")
+    assert benchmark_threads() == 2
+    for bad in ("0", "two"):
+        monkeypatch.setenv(THREADS_ENV, bad)
+        with pytest.raises(pytest.UsageError, match=THREADS_ENV):
+            benchmark_threads()
