@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -172,9 +173,11 @@ def cmd_run(args) -> int:
         profile = dataclasses.replace(profile, static_variants=(), memory_variants=(), speed_variants=(),
                                       accuracy_variants=(), memory_preset_batch=())
     kind = args.machine_kind or machine_kind(args.device if args.device != "auto" else None)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1 (torch threads per measurement), got {args.threads}")
     threads = args.threads or profile.threads or os.cpu_count() or 1
-    if args.time_limit is not None and args.time_limit <= 0:
-        raise UsageError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
+    if args.time_limit is not None and not (math.isfinite(args.time_limit) and args.time_limit > 0):
+        raise UsageError(f"--time-limit must be a finite number of seconds > 0, got {args.time_limit}")
     if args.resume:  # a --resume the run would refuse fails before a folder is made
         from .runner import plan, resumed_tasks
 

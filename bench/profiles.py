@@ -86,6 +86,8 @@ class Profile:
     time_limit_s: float | None = None  # default for `ovd-bench run --time-limit` (the gpu profile: 8 minutes)
 
     def __post_init__(self) -> None:
+        if self.repeats < 0:
+            raise UsageError(f"profile {self.name}: repeats must be >= 0 (0: no speed processes), got {self.repeats}")
         if self.pair_repeats is not None and self.pair_repeats < 0:
             raise UsageError(f"profile {self.name}: pair_repeats must be >= 0 or None, got {self.pair_repeats}")
         if self.train_loop_steps < 0 or self.train_loop_warmup < 0 or self.train_loop_repeats < 0:

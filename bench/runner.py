@@ -24,10 +24,10 @@ from .env import machine_identity, same_machine, this_machine
 from .errors import UsageError
 from .profiles import Profile
 from .results import Results, aggregate
-from .variants import get_variant
+from .variants import RESERVED_NAME, get_variant
 
 #: The row label of measurements of the machine itself (the roofline); reports read it as before.
-MACHINE = "machine"
+MACHINE = RESERVED_NAME  # the roofline's row label, which no --model name may take
 MACHINE_SPEC = {"name": MACHINE, "preset": None, "overrides": {}, "description": "the machine: matrix-multiply peak",
                 "reference": None, "group": "machine"}
 

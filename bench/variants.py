@@ -206,10 +206,18 @@ def get_variant(name: str) -> Variant:
     return VARIANTS[name]
 
 
+#: Row labels a ``--model`` name may not take: the roofline's rows (``bench.runner.MACHINE``) and the peers' prefix.
+RESERVED_NAME = "machine"
+PEER_PREFIX = "peer:"
+
+
 def register_user_model(text: str) -> str:
     """``ovd-bench run --model NAME=package.module:function``: add a "user" variant whose model comes
     from that factory (``build(device) -> bench.sources.ModelUnderTest``); returns NAME."""
     name, source = parse_model_arg(text)
+    if name == RESERVED_NAME or name.startswith(PEER_PREFIX):
+        raise SourceError(f"--model {text!r}: {name!r} is reserved (the roofline's rows are {RESERVED_NAME!r}, peers "
+                          f"are {PEER_PREFIX!r}...); choose another name")
     if name in VARIANTS and VARIANTS[name].source != source:
         raise SourceError(f"--model {text!r}: {name!r} is already a variant; choose another name")
     VARIANTS[name] = Variant(name, source, f"user model ({source.describe()})", None, "user")

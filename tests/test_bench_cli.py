@@ -240,9 +240,16 @@ def test_bad_time_limit_and_batch_are_one_line(in_tmp, capsys, fake_run):
     from bench.cli import main
 
     assert main(["run", "--profile", "quick", "--time-limit", "0", "--out", "o"]) == 2
-    assert "--time-limit must be > 0" in capsys.readouterr().err
+    assert "--time-limit must be a finite number of seconds > 0" in capsys.readouterr().err
+    assert main(["run", "--profile", "quick", "--time-limit", "nan", "--out", "o"]) == 2  # never stopped anything
+    assert "--time-limit must be a finite number of seconds > 0, got nan" in capsys.readouterr().err
     assert main(["run", "--profile", "quick", "--train-batch", "0", "--out", "o"]) == 2
     assert "train_batch and infer_batch must be >= 1" in capsys.readouterr().err
+    assert main(["run", "--profile", "quick", "--threads", "-1", "--out", "o"]) == 2  # every worker failed, exit 1
+    assert "--threads must be >= 1" in capsys.readouterr().err
+    assert main(["run", "--profile", "quick", "--repeats", "-1", "--out", "o"]) == 2  # "repeats -1 processes"
+    assert "repeats must be >= 0" in capsys.readouterr().err
+    assert not (in_tmp / "o").exists() and "out" not in fake_run
 
 
 def test_interrupted_run_still_writes_an_incomplete_report(in_tmp, monkeypatch):
@@ -287,6 +294,15 @@ def test_a_model_factory_that_cannot_be_imported_is_one_line_before_a_folder(in_
     (in_tmp / "mymod_for_cli_test.py").write_text("x = 1\n")  # found in the caller's folder, as workers find it
     assert main(["run", "--profile", "quick", "--model", "mine2=mymod_for_cli_test:build", "--out", "o"]) == 2
     assert "has no attribute 'build'" in one_line_error(capsys, "run")
+
+
+@pytest.mark.parametrize("name", ["machine", "peer:mine"])
+def test_a_model_name_the_suite_uses_itself_is_refused(in_tmp, capsys, fake_run, no_user_variants_left, name):
+    """`--model machine=...` filed the user's rows under the roofline's label (and the gate then took the model
+    for the machine); `peer:` is the peers' prefix."""
+    assert main(["run", "--profile", "quick", "--model", f"{name}=examples.my_detector:build", "--out", "o"]) == 2
+    assert f"{name!r} is reserved" in one_line_error(capsys, "run")
+    assert not (in_tmp / "o").exists() and "out" not in fake_run
 
 
 def test_a_model_factory_whose_module_fails_to_import_is_one_line_naming_the_file(in_tmp, capsys, fake_run,
