@@ -476,4 +476,7 @@ def write_predictions(predictions: Iterator[ImagePrediction | Skipped], summary:
         fh.write(json.dumps(coco.meta({**(info or {}), "results": out_path.name, "skipped": skipped}), indent=1))
     with AtomicTextFile(out_path) as fh:
         fh.write(json.dumps(coco.results))
+    if not coco.results:
+        warn(f"warning: {out_path}: no detection passed the threshold, so the COCO results list is empty; "
+             "pycocotools' COCO.loadRes cannot read an empty list (lower --threshold, or check the prompt)")
     return [out_path, meta_path(out_path)]

@@ -100,6 +100,12 @@ def test_coco_output_loads_with_pycocotools(image_dir, tmp_path, capsys, fast_lo
     assert sorted(dt.getImgIds(imgIds=[a["image_id"] for a in dt.dataset["annotations"]])) == sorted(
         i for i in range(1, 7) if i != broken_id)
 
+    # no detection at all: the empty list pycocotools cannot load is written, with a warning saying so
+    empty = tmp_path / "empty.json"
+    code, _, err = _run(common[:-3] + ["--threshold", "1.0", "--no-progress", "--format", "coco", "--out", str(empty)],
+                        capsys)
+    assert code == 0 and json.loads(empty.read_text()) == [] and "COCO.loadRes cannot read an empty list" in err
+
     # bbox [x, y, w, h] agrees with the JSON Lines boxes [x0, y0, x1, y1] of the same image
     first = _records(jsonl)[0]
     anns = dt.loadAnns(dt.getAnnIds(imgIds=[1]))
