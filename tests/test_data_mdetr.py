@@ -107,3 +107,18 @@ def test_valid_json_of_the_wrong_shape_is_a_data_error_naming_the_file(tmp_path,
     _write_raw(tmp_path, data)
     with pytest.raises(DataError, match=r"final_flickr_separateGT_val\.json: " + message):
         load_mdetr(tmp_path, "val")
+
+
+def test_stats_count_each_captions_phrases_as_chains(tmp_path):
+    """An MDETR chain id is a phrase's index in its own caption: phrase 0 is a chain (Flickr's "0" is the non-visual
+    chain), and two captions of one image do not share ids. Two captions of two phrases each: 4 chains (before: 1)."""
+    from ovd.data.stats import dataset_stats
+
+    images = [{"id": i, "file_name": "100.jpg", "height": 100, "width": 200, "caption": CAPTION,
+               "tokens_positive_eval": [[[0, 5]], [[10, 18]]], "original_img_id": 100, "sentence_id": i}
+              for i in (0, 1)]
+    annotations = [{"id": 2 * i + k + 1, "image_id": i, "bbox": [10 + 50 * k, 20, 40, 40],
+                    "tokens_positive": [[[0, 5], [10, 18]][k]], "phrase_ids": k} for i in (0, 1) for k in (0, 1)]
+    write_mdetr(tmp_path, images, annotations, split="val")
+    stats = dataset_stats(tmp_path, "mdetr", "val")
+    assert (stats["images"], stats["sentences"], stats["phrases"], stats["chains"]) == (1, 2, 4, 4)

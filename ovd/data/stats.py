@@ -22,7 +22,8 @@ def dataset_stats(root: str | Path, format: str, split: str, fast: bool = False,
     Returns {"split", "format", "images", "sentences", "phrases", "phrases_with_box",
     "boxes", "chains", "clipped_boxes", "skipped": {reason: count}, "rejected_files": [...]}.
     ``boxes`` and ``chains`` are per image (unique valid boxes; distinct non-zero chain ids
-    mentioned in captions). Every image is decoded and its size checked against the annotation,
+    mentioned in captions for Flickr30k, whose chain ids are shared by an image's captions; for MDETR, whose chain
+    id is a phrase's index in its own caption, each caption's phrases). Every image is decoded and its size checked against the annotation,
     unless ``fast`` (then only its header is read). Boxes are checked against the image by the
     dataset's skip policy, and the reasons land in ``skipped``, as do undecodable images
     ("bad_image") and size disagreements ("size_mismatch"), each counted once per image.
@@ -59,7 +60,12 @@ def dataset_stats(root: str | Path, format: str, split: str, fast: bool = False,
             image_ok[path] = ok
         totals["sentences"] += 1
         totals["phrases"] += len(record.phrases)
-        chains_per_image.setdefault(record.image_id, set()).update(p.chain_id for p in record.phrases if p.chain_id != "0")
+        if format == "mdetr":  # a phrase's chain id is its index in its caption: "0" is a phrase, ids are per caption
+            chains_per_image.setdefault(record.image_id, set()).update(
+                (record.sentence_id, p.chain_id) for p in record.phrases)
+        else:  # Flickr30k: ids are shared by an image's captions; chain "0" is the non-visual chain
+            chains_per_image.setdefault(record.image_id, set()).update(
+                p.chain_id for p in record.phrases if p.chain_id != "0")
         sample, counts = prepare_sample(record)
         totals["clipped_boxes"] += counts.pop("clipped", 0)
         skipped.update(counts)
