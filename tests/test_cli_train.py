@@ -156,6 +156,13 @@ def test_data_synth_refuses_a_non_empty_folder_unless_overwrite(tmp_path, capsys
                      "--num-test", "1", "--num-novel", "1"]) == 0
 
 
+def test_data_synth_refuses_a_negative_image_count_before_writing(tmp_path, capsys):
+    out = tmp_path / "data"
+    line = _error(["data", "synth", "--out", str(out), "--num-train", "-3"], capsys)  # wrote an empty train split
+    assert "image counts must be >= 0, got train -3" in line, line
+    assert not out.exists()
+
+
 def test_an_accelerator_this_machine_lacks_is_one_line_and_writes_nothing(root, tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: --accelerator gpu is valid here")

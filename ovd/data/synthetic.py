@@ -259,10 +259,12 @@ def write_synthetic_dataset(
         raise ValueError(f"image_size={image_size!r}: both sides must be >= 48 px")
     if not 1 <= captions_per_image <= 5:
         raise ValueError(f"captions_per_image={captions_per_image!r} must be in [1, 5]")
+    counts = dict(zip(SPLITS, (num_train, num_val, num_test, num_novel)))
+    if negative := {split: n for split, n in counts.items() if n < 0}:
+        raise ValueError("image counts must be >= 0, got " + ", ".join(f"{s} {n}" for s, n in negative.items()))
     out = Path(out_dir)
     for sub in ("Images", "Sentences", "Annotations"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    counts = dict(zip(SPLITS, (num_train, num_val, num_test, num_novel)))
     bar = tqdm(total=sum(counts.values()), desc="synthetic images", unit="img", disable=not progress)
     image_number = 0
     for split_index, split in enumerate(SPLITS):
