@@ -137,6 +137,27 @@ def test_presets_in_the_accuracy_profile_still_train_for_its_budget():
     assert specs and all(s["budget_s"] == profile.accuracy_budget_s == 600 for s in specs)
 
 
+def test_a_factorys_memory_reading_starts_after_its_module_and_the_libraries_are_imported(tmp_path, monkeypatch):
+    """The default-tier twin of the next (slow) test: when the baseline reading starts (measure_peak), the factory's
+    module and what building a detector imports are already loaded, as for a preset."""
+    (tmp_path / "factory_for_preload_test.py").write_text("def build(device, batch_size=2):\n    raise AssertionError\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "factory_for_preload_test", raising=False)
+    loaded = {}
+
+    def fake_measure_peak(build, device, warmup, poll_s):
+        loaded.update({m: m in sys.modules for m in ("factory_for_preload_test", "transformers.models.bert.modeling_bert",
+                                                     "ovd.models.detector")})
+        raise StopIteration
+
+    monkeypatch.setattr(memory, "measure_peak", fake_measure_peak)
+    with pytest.raises(StopIteration):
+        memory.measure_infer({"source": {"kind": "factory", "target": "factory_for_preload_test:build", "kwargs": {}},
+                              "batch_size": 2})
+    assert loaded and all(loaded.values()), loaded
+
+
+@pytest.mark.slow  # about 18 s on 2 cores (two fresh worker processes); default-tier twin: the test above
 def test_a_factory_wrapping_a_preset_reads_the_presets_memory_not_its_imports(tmp_path, monkeypatch):
     """Peak memory of a factory that returns our fp32 baseline-tiny on the batch the suite builds for it, each in
     a fresh process as the runner measures: the same total as the preset's own row. Before, the factory's total
