@@ -147,9 +147,10 @@ def _speed_ladder(root: str, opt: str) -> tuple:
 EXTRAS = ("sweep", "ceiling", "peers", "roofline", "scaling", "arms", "dataparallel")
 
 #: Arms sharing one process (interleaved, paired with the fp32 eager reference) and isolated ones.
-_CPU_ARMS = ("inference-mode", "channels-last", "bf16-autocast", "int8-dynamic", "int8-except-text", "text-cache",
-             "inference-mode+text-cache", "int8+text-cache", "int8-except-text+text-cache", "bf16+text-cache",
-             "compile", "compile-frozen+text-cache", "onnx-ort", "onnx-ort-int8-static")
+_CPU_ARMS = ("inference-mode", "channels-last", "bf16-autocast", "bf16-image", "int8-dynamic", "int8-except-text",
+             "text-cache", "inference-mode+text-cache", "int8+text-cache", "int8-except-text+text-cache",
+             "bf16+text-cache", "bf16-image+text-cache", "compile", "compile-frozen+text-cache", "onnx-ort",
+             "onnx-ort-int8-static")
 # fp16 and CUDA-graph arms run on CUDA only (skipped on the CPU with that reason)
 _GPU_ONLY_ARMS = ("fp16-autocast", "fp16+text-cache", "compile-max-autotune", "cuda-graphs", "bf16+cuda-graphs")
 _ALL_ARMS = _CPU_ARMS + _GPU_ONLY_ARMS
@@ -161,7 +162,9 @@ _ALL_ARMS = _CPU_ARMS + _GPU_ONLY_ARMS
 # and 273 s of those runs (a cold compile of 168-180 s, then 2 warm-cache processes): the largest single cost of
 # the default profile (issue 11: about 15 minutes on 2 cores, the rest to `full`). ONNX Runtime fp32 stays: the
 # fastest exact arm on the EPYC (1.25x), 16-24 s a process.
-_CPU_DEFAULT_SKIPS_ARMS = ("compile", "compile-frozen+text-cache", "onnx-ort-int8-static")
+# bf16-image alone (the image encoder in bf16, the rest fp32) is in `full` too: its cached-text arm is the one a user
+# ships, and on a CPU without native bf16 each bf16 arm costs about 30 s a process (the AVX2 EPYC: 9 s a call).
+_CPU_DEFAULT_SKIPS_ARMS = ("compile", "compile-frozen+text-cache", "onnx-ort-int8-static", "bf16-image")
 
 _FULL_SCALING = (("batch", (1, 2, 4, 8, 16, 32)), ("image_size", (224, 256, 320, 384, 448, 512)),
                  ("prompt_tokens", (8, 16, 32, 64, 128, 256)), ("num_queries", (10, 20, 50, 100, 200)))
@@ -255,9 +258,9 @@ PROFILES: dict[str, Profile] = {
         repeats=0, accuracy_budget_s=600, accuracy_target_map50=0.7, accuracy_eval_every_s=60, timeout_s=1800,
         pair=("baseline-tiny", "optimized-tiny"),
         # every arm that changes numbers or the backend: the ONNX Runtime graphs (fp32, static int8 calibrated on
-        # training images) as `ovd predict --backend onnxruntime` runs them, bf16, dynamic int8 of every Linear and
-        # of every Linear but the text encoder's
-        arms_accuracy=("eager", "bf16-autocast", "int8-dynamic", "int8-except-text", "onnx-ort",
+        # training images) as `ovd predict --backend onnxruntime` runs them, bf16 (the whole forward, and the image
+        # encoder only), dynamic int8 of every Linear and of every Linear but the text encoder's
+        arms_accuracy=("eager", "bf16-autocast", "bf16-image", "int8-dynamic", "int8-except-text", "onnx-ort",
                        "onnx-ort-int8-static"),
         arms_accuracy_variant="optimized-tiny",
         arms_accuracy_images=200,  # per split: 1 point of mAP50 is a few captions; about 70 s for 3 arms

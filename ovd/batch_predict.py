@@ -32,6 +32,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 #: the top-level submodule ``--quantize int8-except-text`` keeps in fp32: int8 there cost most of the accuracy the
 #: all-Linear transform lost on the trained tiny checkpoint (the image encoder, fusion and box head alone lost none)
 FP32_SUBMODULE = "text_encoder"
+#: the top-level submodule ``--precision bf16-image`` runs under bf16 autocast: the Swin backbone and its projection,
+#: about 4/5 of the full-size optimized forward's time; what reads its features (fusion, query selection, scores) stays
+#: fp32, where bf16 rounding swaps near-tied proposals
+BF16_SUBMODULE = "image_encoder"
 #: images (the first readable ones of the run, with the run's prompt) that calibrate onnxruntime's static int8 graph
 CALIBRATION_IMAGES = 32
 #: compile mode -> ``torch.compile`` keyword arguments. ``ovd predict --compile`` offers
@@ -117,13 +121,62 @@ def resolve_device(name: str) -> torch.device:
     raise ValueError(f"--device {name!r}: accepted: auto, cpu, cuda, cuda:N")
 
 
-def autocast_for(precision: str, device: torch.device):
-    """The context that runs inference at ``precision``: fp32 as is, bf16 under ``torch.autocast``."""
+def autocast_for(precision: str, device: torch.device, model: torch.nn.Module | None = None):
+    """The context that runs inference at ``precision``: fp32 as is, bf16 under ``torch.autocast``, bf16-image with
+    only ``model``'s image encoder under it (:func:`submodule_autocast`; ``model`` required)."""
+    device = torch.device(device)
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision == "bf16-image":
+        if model is None:
+            raise ValueError("--precision bf16-image needs the model whose image encoder it runs in bf16")
+        return submodule_autocast(model, BF16_SUBMODULE, device, torch.bfloat16)
     raise ValueError(f"--precision {precision!r}: accepted: {', '.join(PRECISIONS)}")
+
+
+@contextlib.contextmanager
+def submodule_autocast(model: torch.nn.Module, name: str, device: torch.device, dtype: torch.dtype):
+    """Within the block, every call of ``model.<name>`` runs under ``torch.autocast(dtype)`` and its floating-point
+    outputs (tensors, in dicts/lists/tuples at any depth) are handed on as fp32, so the rest of the forward computes
+    in fp32. The model is not changed: two forward hooks on the submodule, removed on exit (the post-hook runs even
+    when the forward raises, so autocast never stays on). ``ValueError`` when ``model`` has no such submodule."""
+    sub = getattr(model, name, None)
+    if not isinstance(sub, torch.nn.Module):
+        raise ValueError(f"--precision bf16-image: the model ({type(model).__name__}) has no {name!r} submodule to "
+                         "run in bf16; use --precision bf16 (the whole forward) or fp32")
+    open_contexts = []
+
+    def enter(_module, _args):
+        ctx = torch.autocast(device_type=device.type, dtype=dtype)
+        ctx.__enter__()
+        open_contexts.append(ctx)
+
+    def leave(_module, _args, output):
+        if open_contexts:
+            open_contexts.pop().__exit__(None, None, None)
+        return _as_fp32(output)
+
+    handles = [sub.register_forward_pre_hook(enter), sub.register_forward_hook(leave, always_call=True)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        while open_contexts:
+            open_contexts.pop().__exit__(None, None, None)
+
+
+def _as_fp32(value):
+    """``value`` with every floating tensor that is not fp32 cast to fp32 (containers rebuilt, the rest as is)."""
+    if torch.is_tensor(value):
+        return value.float() if value.is_floating_point() and value.dtype != torch.float32 else value
+    if isinstance(value, dict):
+        return {k: _as_fp32(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_fp32(v) for v in value)
+    return value
 
 
 def check_inference_options(precision: str, quantize: str, device: torch.device, backend: str = "torch",
@@ -137,6 +190,10 @@ def check_inference_options(precision: str, quantize: str, device: torch.device,
     if compile != "none" and backend != "torch":
         raise ValueError(f"--compile {compile} compiles the PyTorch model; --backend {backend} runs its own graph. "
                          "Use one or the other")
+    if compile != "none" and precision == "bf16-image":
+        raise ValueError(f"--compile {compile} with --precision bf16-image: not supported (its autocast is scoped "
+                         "to the image encoder by module hooks, which the benchmark did not measure compiled); use "
+                         "--precision bf16 with --compile, or bf16-image without it")
     if compile != "none" and quantize != "none":
         raise ValueError(f"--compile {compile} with --quantize {quantize}: not supported (the benchmark measured "
                          "torch.compile on the unquantized model only); use one or the other")
@@ -177,7 +234,8 @@ def prepare_for_inference(model: torch.nn.Module, precision: str = "fp32", quant
     - ``compile`` ("default"/"frozen", torch backend, no quantization): ``model`` itself, compiled in place by
       :func:`compile_for_inference`; compilation happens on its first call.
 
-    ``precision`` ("fp32"/"bf16") is only checked here; its autocast is applied per call (:func:`autocast_for`).
+    ``precision`` ("fp32"/"bf16"/"bf16-image") is only checked here; its autocast is applied per call
+    (:func:`autocast_for`).
     See :func:`check_inference_options` for what is refused. The benchmark's arms (``bench.measure.arms``,
     ``bench.measure.arms_accuracy``) build the same objects, so the arm the report accepts is what predict runs.
     """
@@ -293,7 +351,7 @@ def encode_prompt(model, prompt: str | list[str], batch_size: int, precision: st
     caption = prompt_caption(prompt)
     enc = model.tokenize([caption] * batch_size)
     device = next(model.parameters()).device
-    with torch.inference_mode(), autocast_for(precision, device):
+    with torch.inference_mode(), autocast_for(precision, device, model):
         return model.encode_text(enc["input_ids"].to(device), enc["attention_mask"].to(device))
 
 
@@ -328,7 +386,7 @@ def predict_images(model, paths: Sequence[Path], prompt: str | list[str], batch_
                 if fixed_batch:
                     images += images[-1:] * (batch_size - len(images))
                 cached = {"text_tokens": text_tokens[:len(images)]} if text_tokens is not None else {}
-                with autocast_for(precision, device):
+                with autocast_for(precision, device, model):
                     outputs = model.predict(images, [prompt] * len(images), threshold=threshold,
                                             text_threshold=text_threshold, **cached)[:len(readable)]
                 by_index = {i: (p, img, out) for (i, p, img), out in zip(readable, outputs)}

@@ -291,7 +291,7 @@ def cmd_predict(args) -> int:
     prompt = [p.strip() for p in args.prompt.split(",")] if args.phrases else args.prompt
     model = prepare_for_inference(module.model, args.precision, args.quantize, args.backend, batch_size=1,
                                   calibration=calibration_pairs([Path(args.image)], prompt), compile=args.compile)
-    with autocast_for(args.precision, next(model.parameters()).device):
+    with autocast_for(args.precision, next(model.parameters()).device, model):
         result = model.predict([image], [prompt], threshold=args.threshold, text_threshold=args.text_threshold)[0]
     record = {"image": str(args.image), "prompt": args.prompt,
               "detections": [{"box_xyxy": [round(v, 2) for v in b.tolist()], "score": round(float(s), 4), "label": lab}
@@ -459,7 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="--images: images per forward pass")
     p.add_argument("--device", default="auto", help="--images: auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="--image and --images: bf16 runs under torch.autocast(dtype=torch.bfloat16)")
+                   help="--image and --images: bf16 runs the whole forward under "
+                   "torch.autocast(dtype=torch.bfloat16); bf16-image only the image encoder (most of the work), "
+                   "the text encoder, fusion and box head staying fp32 (the benchmark's bf16-image arms)")
     p.add_argument("--quantize", default="none", choices=QUANTIZATIONS,
                    help="int8 (CPU only, with --precision fp32): with --backend torch, dynamic int8 quantization "
                    "of every nn.Linear (int8 weights, fp32 activations); with --backend onnxruntime, static int8 "

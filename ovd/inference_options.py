@@ -3,8 +3,9 @@ without importing torch (``ovd --help`` stays fast). :mod:`ovd.batch_predict` va
 
 #: ``--images`` output formats
 FORMATS = ("jsonl", "coco")
-#: ``--precision``: bf16 runs under ``torch.autocast(dtype=torch.bfloat16)``
-PRECISIONS = ("fp32", "bf16")
+#: ``--precision``: bf16 runs the whole forward under ``torch.autocast(dtype=torch.bfloat16)``; bf16-image only the
+#: image encoder (most of the FLOPs), the text encoder, fusion and box head (query selection, scores) staying fp32
+PRECISIONS = ("fp32", "bf16", "bf16-image")
 #: ``--quantize``: dynamic int8 of every ``nn.Linear``, or of every one but the text encoder's
 QUANTIZATIONS = ("none", "int8", "int8-except-text")
 #: ``--backend``

@@ -286,13 +286,20 @@ def test_compile_frozen_end_to_end_matches_eager(checkpoint, image_dir, tmp_path
     _assert_same_detections(*as_tuples)
 
 
-def test_bf16_end_to_end(image_dir, tmp_path, capsys, fast_load):
+@pytest.mark.parametrize("precision", ["bf16", "bf16-image"])
+def test_bf16_end_to_end(image_dir, tmp_path, capsys, fast_load, precision):
     out = tmp_path / "bf16.jsonl"
     code, _, err = _run(["predict", "--checkpoint", "unused.ckpt", "--images", str(image_dir / "a.png"), "--prompt",
-                         "red circle", "--phrases", "--threshold", "0", "--precision", "bf16", "--out", str(out)],
+                         "red circle", "--phrases", "--threshold", "0", "--precision", precision, "--out", str(out)],
                         capsys)
     assert code == 0, err
     assert len(_records(out)[0]["boxes"]) == QUERIES
+    # the single-image path too (--image): its JSON on stdout
+    code, stdout, err = _run(["predict", "--checkpoint", "unused.ckpt", "--image", str(image_dir / "a.png"),
+                              "--prompt", "red circle", "--phrases", "--threshold", "0", "--precision", precision,
+                              "--out", str(tmp_path / "one.json")], capsys)
+    assert code == 0, err
+    assert len(json.loads(stdout)["detections"]) == QUERIES
 
 
 def test_a_crash_mid_run_leaves_no_partial_file(tmp_path):

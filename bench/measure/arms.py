@@ -2,7 +2,9 @@
 
 An arm (``ARMS``) is a set of features applied to one variant's model at inference:
 ``inference_mode`` (``torch.inference_mode`` instead of ``no_grad``), ``channels_last`` (model and
-images in NHWC memory format), ``bf16`` / ``fp16`` (autocast), ``int8`` (dynamic int8 quantization of
+images in NHWC memory format), ``bf16`` / ``fp16`` (autocast of the whole forward), ``bf16_image`` (bf16 autocast
+of the image encoder only, the text encoder, fusion and box head in fp32: ``ovd predict --precision bf16-image``'s
+``ovd.batch_predict.autocast_for``), ``int8`` (dynamic int8 quantization of
 every ``nn.Linear``: ``torch.ao.quantization.quantize_dynamic``; CPU only), ``int8_except_text`` (the same,
 the text encoder kept fp32: ``ovd predict --quantize int8-except-text``), ``compile``
 (``torch.compile``, default backend), ``compile_frozen`` (the same with Inductor's ``freezing``
@@ -59,9 +61,8 @@ from bench.measure.specs import ArmsSpec
 from bench.results import Row, measured, quantile
 from ovd.onnx_backend import INT8_STATIC_OPS  # noqa: F401  (re-exported: the ops the int8_static arm quantizes)
 
-FEATURES = ("inference_mode", "channels_last", "bf16", "fp16", "int8", "int8_except_text", "int8_static", "compile",
-            "compile_frozen", "compile_max_autotune", "cuda_graphs", "onnx",
-            "text_cache")
+FEATURES = ("inference_mode", "channels_last", "bf16", "bf16_image", "fp16", "int8", "int8_except_text",
+            "int8_static", "compile", "compile_frozen", "compile_max_autotune", "cuda_graphs", "onnx", "text_cache")
 #: arm feature -> the ``ovd predict --quantize`` mode it runs (``ovd.inference_options.QUANTIZATIONS``): the speed and
 #: the accuracy arms apply the same transform users run
 DYNAMIC_INT8_FEATURES = {"int8": "int8", "int8_except_text": "int8-except-text"}
@@ -85,7 +86,7 @@ class Arm:
 
     @property
     def tolerance(self) -> float:
-        reduced = {"bf16", "fp16", "int8", "int8_except_text", "int8_static"} & set(self.features)
+        reduced = {"bf16", "bf16_image", "fp16", "int8", "int8_except_text", "int8_static"} & set(self.features)
         return REDUCED_TOLERANCE if reduced else FP32_TOLERANCE
 
 
@@ -94,6 +95,8 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     Arm("inference-mode", ("inference_mode",), "torch.inference_mode instead of torch.no_grad"),
     Arm("channels-last", ("channels_last",), "model and images in channels_last (NHWC) memory format"),
     Arm("bf16-autocast", ("bf16",), "torch.autocast bfloat16"),
+    Arm("bf16-image", ("bf16_image",), "torch.autocast bfloat16 in the image encoder only; text encoder, fusion and "
+        "box head (query selection, scores) in fp32"),
     Arm("fp16-autocast", ("fp16",), "torch.autocast float16", devices=("cuda",)),
     Arm("int8-dynamic", ("int8",), "dynamic int8 quantization of nn.Linear (quantize_dynamic)", devices=("cpu",)),
     Arm("int8-except-text", ("int8_except_text",), "dynamic int8 quantization of nn.Linear except the text "
@@ -125,6 +128,8 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     Arm("int8-except-text+text-cache", ("inference_mode", "int8_except_text", "text_cache"),
         "int8 dynamic Linear except the text encoder + cached text + inference_mode", devices=("cpu",)),
     Arm("bf16+text-cache", ("inference_mode", "bf16", "text_cache"), "bf16 autocast + cached text + inference_mode"),
+    Arm("bf16-image+text-cache", ("inference_mode", "bf16_image", "text_cache"),
+        "bf16 autocast in the image encoder only (the rest fp32) + cached text + inference_mode"),
     Arm("fp16+text-cache", ("inference_mode", "fp16", "text_cache"), "fp16 autocast + cached text + inference_mode",
         devices=("cuda",)),
 ]}
@@ -136,6 +141,28 @@ def get_arm(name: str) -> Arm:
 
         raise UsageError(f"unknown arm {name!r}; choose from {list(ARMS)}")
     return ARMS[name]
+
+
+def arm_precision(features) -> str:
+    """The autocast an arm's ``features`` ask for: "bf16-image" (``ovd predict --precision bf16-image``), "bf16",
+    "fp16" or "fp32"."""
+    f = set(features)
+    return "bf16-image" if "bf16_image" in f else "bf16" if "bf16" in f else "fp16" if "fp16" in f else "fp32"
+
+
+def precision_context(precision: str, device, model):
+    """The context an arm's forward (and its cached text encoding) runs under: bf16-image through
+    ``ovd.batch_predict.autocast_for`` (what predict runs: the image encoder of ``model`` only), the others through
+    the training step's ``autocast`` (``bench.common.autocast``; fp32 a no-op)."""
+    if precision == "bf16-image":
+        import torch
+
+        from ovd.batch_predict import autocast_for
+
+        return autocast_for(precision, torch.device(device), model)
+    from bench.common import autocast
+
+    return autocast(precision, device)
 
 
 def dynamic_int8_mode(features) -> str | None:
@@ -254,11 +281,7 @@ def build_arm(arm: Arm, model, images, ids, mask, device, workdir: Path, compile
 
     ``compile_cache``: the Inductor cache folder of a compile arm (default ``workdir/inductor-cache``, fresh).
     ``notes["inductor_cache"]`` says whether it held anything before this compile: "cold" or "warm"."""
-    import contextlib
-
     import torch
-
-    from bench.common import autocast
 
     f = set(arm.features)
     notes: dict = {}
@@ -278,11 +301,11 @@ def build_arm(arm: Arm, model, images, ids, mask, device, workdir: Path, compile
         from ovd.batch_predict import prepare_for_inference
 
         m = prepare_for_inference(m, "fp32", quantize)
-    precision = "bf16" if "bf16" in f else "fp16" if "fp16" in f else "fp32"
+    precision = arm_precision(f)
     grad = torch.inference_mode if "inference_mode" in f else torch.no_grad
     text_tokens = None
     if "text_cache" in f:
-        with torch.no_grad(), autocast(precision, device):
+        with torch.no_grad(), precision_context(precision, device, m):
             text_tokens = m.encode_text(ids, mask)
     compile_mode = compile_mode_of(f)
     if compile_mode is not None:
@@ -298,7 +321,7 @@ def build_arm(arm: Arm, model, images, ids, mask, device, workdir: Path, compile
         m = compile_for_inference(m, compile_mode)  # what `ovd predict --compile` runs; in place, on the copy
 
     def fn():
-        with grad(), (autocast(precision, device) if precision != "fp32" else contextlib.nullcontext()):
+        with grad(), precision_context(precision, device, m):
             return m(images, ids, mask, text_tokens=text_tokens)
 
     if compile_mode is not None:

@@ -12,7 +12,8 @@ the built-in data (or ``data_root``), the arm applied around it:
   ``absent_fp_rate``, ``present_recall`` in the row's extra) over the split's first ``max_images`` images.
 
 An arm (``bench.measure.arms.ARMS``) is applied as: ``bf16``/``fp16`` = ``torch.autocast`` around the
-evaluation; ``int8`` = ``ovd.batch_predict.prepare_for_inference(model, "fp32", "int8")`` (dynamic int8
+evaluation; ``bf16_image`` = the same around the image encoder only (``ovd predict --precision bf16-image``);
+``int8`` = ``ovd.batch_predict.prepare_for_inference(model, "fp32", "int8")`` (dynamic int8
 quantization of every ``nn.Linear`` on a copy: exactly what ``ovd predict --quantize int8`` runs),
 ``int8_except_text`` the same with the text encoder kept fp32 (``--quantize int8-except-text``);
 ``onnx`` = :class:`ovd.onnx_backend.OnnxDetector` (what ``ovd predict --backend onnxruntime`` runs: the
@@ -45,7 +46,8 @@ VOCAB_METRICS = ("vocab_mAP50",)
 VOCAB_EXTRA = ("absent_fp_rate", "present_recall")
 UNITS = {"mAP50": "mAP", "R@1": "", "vocab_mAP50": "mAP"}
 #: features an accuracy arm may have; text_cache changes no number (module docstring)
-APPLIED_FEATURES = {"inference_mode", "bf16", "fp16", "int8", "int8_except_text", "text_cache", "onnx", "int8_static"}
+APPLIED_FEATURES = {"inference_mode", "bf16", "bf16_image", "fp16", "int8", "int8_except_text", "text_cache", "onnx",
+                    "int8_static"}
 CALIBRATION_IMAGES = 32  # training images (with their captions) that calibrate the static int8 graph
 
 
@@ -146,11 +148,11 @@ def arm_runner(arm, model, device, batch_size: int = 8, calibration: list | None
     """(the model to evaluate, a context factory to run it under) for an arm with features in
     ``APPLIED_FEATURES``. int8 goes through ``ovd.batch_predict.prepare_for_inference`` (a quantized
     copy; ``model`` is not changed); onnx through :class:`ovd.onnx_backend.OnnxDetector` (exported at
-    ``batch_size``; with int8_static calibrated on ``calibration``); bf16/fp16 add ``torch.autocast``."""
+    ``batch_size``; with int8_static calibrated on ``calibration``); bf16/fp16 add ``torch.autocast``, bf16_image
+    the image encoder's only (``ovd.batch_predict.autocast_for``, as ``--precision bf16-image``)."""
     import torch
 
-    from bench.common import autocast
-    from bench.measure.arms import dynamic_int8_mode
+    from bench.measure.arms import arm_precision, dynamic_int8_mode, precision_context
     from ovd.batch_predict import prepare_for_inference
 
     f = set(arm.features)
@@ -161,12 +163,12 @@ def arm_runner(arm, model, device, batch_size: int = 8, calibration: list | None
                              calibration=calibration if "int8_static" in f else None, device=device)
     elif (quantize := dynamic_int8_mode(f)) is not None:
         model = prepare_for_inference(model, "fp32", quantize)
-    precision = "bf16" if "bf16" in f else "fp16" if "fp16" in f else "fp32"
+    precision = arm_precision(f)
     grad = torch.inference_mode if "inference_mode" in f else torch.no_grad
 
     @contextlib.contextmanager
     def context():
-        with grad(), autocast(precision, device):
+        with grad(), precision_context(precision, device, model):
             yield
 
     return model, context

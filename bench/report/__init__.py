@@ -121,7 +121,8 @@ def worker_starts(res: Results) -> str:
 #: a recommended arm's set-up (s) from which the recommendation says after how many images it pays off
 SETUP_WORTH_NAMING_S = 5.0
 #: how `ovd predict` runs an arm's numerics (None: predict has no switch for it)
-PREDICT_FLAGS = {"fp32": "", "bf16": "--precision bf16", "int8": "--quantize int8",
+PREDICT_FLAGS = {"fp32": "", "bf16": "--precision bf16", "bf16_image": "--precision bf16-image",
+                 "int8": "--quantize int8",
                  "int8_except_text": "--quantize int8-except-text",
                  "int8_static": "--backend onnxruntime --quantize int8", "fp16": None}
 

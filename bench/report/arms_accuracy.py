@@ -233,8 +233,11 @@ def arms_accuracy_section(res: Results) -> list[str]:
             "reduced-precision inference), against the fp32 reference of the same checkpoint; with several "
             "checkpoints (one per training seed) an arm is accepted only when every checkpoint accepts it. "
             "Accuracy numbers come from the trained optimized-tiny checkpoints "
-            "(the same evaluation code under each arm: int8-dynamic is `ovd predict --quantize int8`'s transform, "
-            "int8-except-text `--quantize int8-except-text`'s (the text encoder kept fp32), onnx-ort and onnx-ort-int8-static are `ovd predict --backend onnxruntime [--quantize int8]`'s "
+            "(the same evaluation code under each arm: bf16-autocast runs under `ovd predict --precision bf16`'s "
+            "autocast, bf16-image under `--precision bf16-image`'s (the image encoder in bf16, the text encoder, "
+            "fusion and box head in fp32), int8-dynamic is `ovd predict --quantize int8`'s transform, "
+            "int8-except-text `--quantize int8-except-text`'s (the text encoder kept fp32), onnx-ort and "
+            "onnx-ort-int8-static are `ovd predict --backend onnxruntime [--quantize int8]`'s "
             "object, the static graph calibrated on 32 training images); the speed column of the arms table "
             "comes from the full-size optimized variant.\n",
             checkpoint_line(res), resolution_line(res),

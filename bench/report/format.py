@@ -30,7 +30,7 @@ def arm_batch(res: Results) -> int:
 
 
 #: Feature flags that change an arm's arithmetic away from fp32 (bench.measure.arms.Arm.features), checked in this order.
-REDUCED_NUMERICS = ("int8_static", "int8", "int8_except_text", "bf16", "fp16")
+REDUCED_NUMERICS = ("int8_static", "int8", "int8_except_text", "bf16", "bf16_image", "fp16")
 
 
 def numerics(features) -> str:

@@ -76,7 +76,8 @@ def roofline_points(res: Results) -> list[dict]:
                 continue
             flops = f.value - (text_f.value if ("text_cache" in arm.features and text_f) else 0.0)
             int8 = bool({"int8", "int8_except_text", "int8_static"} & set(arm.features))
-            prec = "bf16" if "bf16" in arm.features else "fp16" if "fp16" in arm.features else \
+            prec = "bf16" if "bf16" in arm.features else "bf16 (image encoder; the rest fp32)" \
+                if "bf16_image" in arm.features else "fp16" if "fp16" in arm.features else \
                 "int8 (fp32-equivalent FLOPs)" if int8 else "fp32"
             pts.append({"label": f"{v} @ arm {name}", "batch": B, "precision": prec, "flops": flops, "fps": fps})
         for row in res.rows:
