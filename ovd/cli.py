@@ -122,6 +122,7 @@ def cmd_train(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit {args.limit}: must be a positive integer (records per split)")
     budget_s = parse_duration(args.max_time) if args.max_time else None
+    max_steps = args.max_steps
     out = Path(args.out)
     _check_out_folder(out, args.resume)
     limit_threads()
@@ -132,11 +133,11 @@ def cmd_train(args) -> int:
         overrides["train.batch_size"] = args.batch_size
     if args.resume:
         config, budget = _resume_config(args.resume, args.preset, overrides)  # before anything is written
-        if budget_s is None and args.max_steps is None:
+        if budget_s is None and max_steps is None:
             # neither --max-time nor --max-steps given: the resumed run keeps the checkpoint's own budget (its
             # clock and one-cycle schedule), instead of Lightning's 10-epoch default and an LR schedule sized to it
             budget_s = float(budget["time_budget_s"]) if budget["time_budget_s"] else None
-            args.max_steps = int(budget["total_steps"]) if budget["total_steps"] else None
+            max_steps = int(budget["total_steps"]) if budget["total_steps"] else None
     else:
         config = get_config(args.preset or DEFAULT_PRESET, overrides)
     L.seed_everything(config.train.seed, workers=True)
@@ -146,7 +147,7 @@ def cmd_train(args) -> int:
         require_records(dm, dm.splits["val"])
     # --max-time: the training-seconds budget of train_and_evaluate (the suite's accuracy runs): the same
     # TimeBudget clock (validation excluded) stops the run, and the one-cycle schedule is stretched to it.
-    module = DetectorModule(config, total_steps=args.max_steps if args.max_steps and args.max_steps > 0 else None,
+    module = DetectorModule(config, total_steps=max_steps if max_steps and max_steps > 0 else None,
                             time_budget_s=budget_s)
     callbacks = standard_callbacks(out / "checkpoints", patience=args.early_stopping)
     callbacks.append(InterruptCheckpoint(out / "checkpoints" / "interrupted.ckpt"))
@@ -157,10 +158,10 @@ def cmd_train(args) -> int:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     # no epoch cap unless asked: a step or time budget decides when the run ends
-    max_epochs = args.max_epochs if args.max_epochs else (-1 if args.max_steps or budget_s else 10)
+    max_epochs = args.max_epochs if args.max_epochs else (-1 if max_steps or budget_s else 10)
     trainer = _trainer_or_usage_error(
         accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
-        max_steps=args.max_steps or -1, max_epochs=max_epochs, **trainer_kwargs(),  # TrainStep owns precision, clipping
+        max_steps=max_steps or -1, max_epochs=max_epochs, **trainer_kwargs(),  # TrainStep owns precision, clipping
         val_check_interval=args.val_check_interval, check_val_every_n_epoch=1 if args.val_check_interval is None else None,
         limit_val_batches=args.limit_val_batches, callbacks=callbacks,
         logger=TensorBoardLogger(str(out), name="tb"), default_root_dir=str(out), log_every_n_steps=10,

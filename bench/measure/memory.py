@@ -210,9 +210,9 @@ def _measure(spec: MemorySpec, mode: str) -> MemoryResult:
     from bench.common import build_model, make_batch, make_forward, make_train_step, resolve_device, resolve_precision
 
     device = resolve_device(spec.device)
+    _preload()  # a preset's and a factory's baseline reading both start after these imports
     if not spec.is_preset:
         return _measure_under_test(spec, mode, device)
-    _preload()
 
     def build():
         model = build_model(spec.source.preset, spec.source.overrides, device)
@@ -228,12 +228,11 @@ def _measure(spec: MemorySpec, mode: str) -> MemoryResult:
 def _measure_under_test(spec: MemorySpec, mode: str, device) -> MemoryResult:
     """A factory's or hub model's peak: its forward (infer), or backward + AdamW on its loss (train). As for a
     preset, the libraries a build imports are loaded before the reading that ``*_total`` starts from: the
-    factory's module and what building a detector imports (:func:`_preload`). Imports the factory itself makes
-    inside ``build`` still count."""
+    factory's module (imported here) and what building a detector imports (:func:`_preload`, by the caller).
+    Imports the factory itself makes inside ``build`` still count."""
     from bench.measure.under_test import make_forward, make_train_step
     from bench.sources import FactorySource, build_under_test, resolve_factory
 
-    _preload()
     if isinstance(spec.source, FactorySource):
         resolve_factory(spec.source.target)
 
