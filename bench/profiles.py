@@ -284,8 +284,9 @@ PROFILES: dict[str, Profile] = {
         # each plus their work; the time limit keeps the window and --resume finishes what it cut.
         extras=("sweep", "ceiling", "roofline", "arms"), roofline_repeats=3, ceiling_batch=128, ceiling_repeats=3,
         sweep_repeats=3, sweep_max_batch=1024, sweep_warmup=1, sweep_iters=3,
+        # bf16-image+text-cache: what `ovd predict --precision bf16-image` runs, so the recommendation can name it here
         arms=("bf16-autocast", "fp16-autocast", "channels-last", "text-cache", "fp16+text-cache", "bf16+text-cache",
-              "cuda-graphs", "bf16+cuda-graphs"),
+              "bf16-image+text-cache", "cuda-graphs", "bf16+cuda-graphs"),
         arm_batch=128, arm_repeats=3, arm_isolated_repeats=1, arm_rounds=3, arm_iters=5,
         time_limit_s=480.0,
     ),

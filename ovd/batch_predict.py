@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,30 +139,48 @@ def autocast_for(precision: str, device: torch.device, model: torch.nn.Module | 
 
 @contextlib.contextmanager
 def submodule_autocast(model: torch.nn.Module, name: str, device: torch.device, dtype: torch.dtype):
-    """Within the block, every call of ``model.<name>`` runs under ``torch.autocast(dtype)`` and its floating-point
-    outputs (tensors, in dicts/lists/tuples at any depth) are handed on as fp32, so the rest of the forward computes
-    in fp32. The model is not changed: two forward hooks on the submodule, removed on exit (the post-hook runs even
-    when the forward raises, so autocast never stays on). ``ValueError`` when ``model`` has no such submodule."""
+    """Within the block, every call of ``model.<name>`` made by this thread runs under ``torch.autocast(dtype)`` and
+    its floating-point outputs (tensors, in dicts/lists/tuples at any depth) are handed on as fp32, so the rest of the
+    forward computes in fp32. The model is not changed: two forward hooks on the submodule, removed on exit (the
+    post-hook runs even when the forward raises, so autocast never stays on). Like ``torch.autocast`` the scope is
+    per thread (another thread's calls of the same model run as they would without the block), and blocks nest: the
+    post-hooks run last-in first-out, so each autocast is left in the order it was entered. A copy of the model made
+    inside the block (``copy.deepcopy`` copies hooks) runs as it would without it once the block is left.
+    ``ValueError`` when ``model`` has no such submodule, or when it or the submodule is compiled."""
     sub = getattr(model, name, None)
     if not isinstance(sub, torch.nn.Module):
         raise ValueError(f"--precision bf16-image: the model ({type(model).__name__}) has no {name!r} submodule to "
                          "run in bf16; use --precision bf16 (the whole forward) or fp32")
-    open_contexts = []
+    if any(getattr(m, "_orig_mod", None) is not None or getattr(m, "_compiled_call_impl", None) is not None
+           for m in (model, sub)):
+        # a compiled graph traced without the hooks does not call them: the block would silently run fp32
+        raise ValueError("--precision bf16-image: the model is compiled (torch.compile); its autocast is scoped by "
+                         "module hooks, which the compiled graph does not run. Use it before compiling, or "
+                         "--precision bf16 (the whole forward)")
+    owner = threading.get_ident()
+    open_contexts = []  # entered and left by the owner thread only
+    block_open = [True]  # False once the block is left: hooks copied with the model do nothing then
 
     def enter(_module, _args):
+        if not block_open[0] or threading.get_ident() != owner:
+            return
         ctx = torch.autocast(device_type=device.type, dtype=dtype)
         ctx.__enter__()
         open_contexts.append(ctx)
 
     def leave(_module, _args, output):
-        if open_contexts:
-            open_contexts.pop().__exit__(None, None, None)
+        if not block_open[0] or threading.get_ident() != owner or not open_contexts:
+            return None
+        open_contexts.pop().__exit__(None, None, None)
         return _as_fp32(output)
 
-    handles = [sub.register_forward_pre_hook(enter), sub.register_forward_hook(leave, always_call=True)]
+    # prepend: the post-hook of a block opened later (an inner one) runs first, leaving its autocast first
+    handles = [sub.register_forward_pre_hook(enter),
+               sub.register_forward_hook(leave, always_call=True, prepend=True)]
     try:
         yield
     finally:
+        block_open[0] = False
         for handle in handles:
             handle.remove()
         while open_contexts:
@@ -174,6 +193,8 @@ def _as_fp32(value):
         return value.float() if value.is_floating_point() and value.dtype != torch.float32 else value
     if isinstance(value, dict):
         return {k: _as_fp32(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple takes its fields as arguments
+        return type(value)(*(_as_fp32(v) for v in value))
     if isinstance(value, (list, tuple)):
         return type(value)(_as_fp32(v) for v in value)
     return value
@@ -183,8 +204,9 @@ def check_inference_options(precision: str, quantize: str, device: torch.device,
                             compile: str = "none") -> None:
     """Raise ``ValueError`` for an option set ``ovd predict`` cannot run on ``device``: an unknown name, int8 off
     the CPU (PyTorch has no quantized Linear kernels there; onnxruntime's static int8 runs on the CPU here),
-    int8 with bf16, bf16 with onnxruntime (the exported graph is fp32), compile with onnxruntime or with int8
-    (the benchmark measured torch.compile on the unquantized torch model only)."""
+    int8 with bf16 or bf16-image, bf16 or bf16-image with onnxruntime (the exported graph is fp32), compile with
+    onnxruntime, with int8 (the benchmark measured torch.compile on the unquantized torch model only) or with
+    bf16-image (its autocast is scoped by module hooks, not measured compiled)."""
     if compile not in COMPILE_MODES:
         raise ValueError(f"--compile {compile!r}: accepted: {', '.join(COMPILE_MODES)}")
     if compile != "none" and backend != "torch":

@@ -473,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnxruntime: the forward exported to ONNX (at --batch-size, prompts padded to a multiple "
                    "of 16 tokens) and run by onnxruntime with every graph optimization; fp32 only")
     p.add_argument("--compile", default="none", choices=COMPILE_MODES,
-                   help="torch.compile the model (--backend torch, --quantize none): default (Inductor) or frozen "
-                   "(Inductor with the weights folded in as constants: the benchmark's compile-frozen arm). The "
+                   help="torch.compile the model (--backend torch, --quantize none, --precision fp32 or bf16): "
+                   "default (Inductor) or frozen (Inductor with the weights folded in as constants: the benchmark's compile-frozen arm). The "
                    "first batch compiles (about a minute on 2 CPU cores); --images pads the last batch to "
                    "--batch-size so nothing compiles twice")
     p.add_argument("--no-progress", action="store_true", help="--images: no progress bar on stderr")

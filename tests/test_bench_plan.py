@@ -211,6 +211,19 @@ def test_sweep_and_ceiling_come_first_in_the_gpu_profile():
     assert p.time_limit_s is not None and p.time_limit_s <= 480
 
 
+def test_the_gpu_profile_times_every_cached_text_arm_predict_can_run_on_cuda():
+    """The recommendation can only name an arm the run timed: each `--precision` predict runs on CUDA (bf16, bf16-image)
+    with its cached text, as the CPU default times them."""
+    from bench.measure.arms import ARMS
+    from bench.report import predict_flag
+
+    gpu, cpu = set(get_profile("gpu").arms), set(get_profile("default").arms)
+    shippable = {a for a in cpu if "text_cache" in ARMS[a].features and "cuda" in ARMS[a].devices
+                 and (predict_flag(ARMS[a].features) or "").startswith("--precision")}
+    assert shippable == {"bf16+text-cache", "bf16-image+text-cache"}
+    assert shippable <= gpu
+
+
 def test_profile_rejects_bad_batches():
     from bench.profiles import with_overrides
 

@@ -79,15 +79,110 @@ def test_the_context_leaves_the_model_as_it_was_even_when_the_forward_raises(tin
     assert seen["image_encoder"]["linear"] == torch.float32  # outside the block: fp32 again
 
 
-def test_outputs_are_close_to_fp32_and_differ_from_it(tiny_model):
-    """bf16 in the image encoder changes the numbers (else nothing ran in bf16), within bf16's reach."""
+def test_nested_blocks_leave_the_rest_of_the_forward_and_the_thread_in_fp32(tiny_model):
+    """Two blocks on one model (a caller wrapping predict_images(precision="bf16-image") in its own block): the
+    autocasts are left in the order they were entered, so the fusion and box head stay fp32 and nothing stays on."""
+    images, ids, mask = _inputs(tiny_model)
+    seen, handles = _record_dtypes(tiny_model)
+    try:
+        with torch.no_grad(), autocast_for("bf16-image", torch.device("cpu"), tiny_model):
+            with autocast_for("bf16-image", torch.device("cpu"), tiny_model):
+                tiny_model(images, ids, mask)
+                assert not torch.is_autocast_enabled("cpu")
+            assert not torch.is_autocast_enabled("cpu")
+    finally:
+        for h in handles:
+            h.remove()
+    assert not torch.is_autocast_enabled("cpu")
+    assert seen["image_encoder"]["linear"] == torch.bfloat16
+    assert seen["fusion"]["linear"] == torch.float32 and seen["box_head"]["linear"] == torch.float32
+
+
+def test_another_threads_block_changes_nothing_in_this_thread(tiny_model):
+    """Autocast is per thread: while another thread holds a block open on the same model (a server answering
+    requests in threads), this thread's plain forward stays fp32, and its own block runs as it does alone."""
+    import threading
+
+    images, ids, mask = _inputs(tiny_model, batch=1)
+    opened, done = threading.Event(), threading.Event()
+
+    def other():
+        with autocast_for("bf16-image", torch.device("cpu"), tiny_model):
+            opened.set()
+            done.wait(60)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    try:
+        assert opened.wait(60)
+        plain, handles = _record_dtypes(tiny_model)
+        try:
+            with torch.no_grad():
+                tiny_model(images, ids, mask)
+        finally:
+            for h in handles:
+                h.remove()
+        own, handles = _record_dtypes(tiny_model)
+        try:
+            with torch.no_grad(), autocast_for("bf16-image", torch.device("cpu"), tiny_model):
+                tiny_model(images, ids, mask)
+                assert not torch.is_autocast_enabled("cpu")
+        finally:
+            for h in handles:
+                h.remove()
+    finally:
+        done.set()
+        thread.join()
+    assert plain["image_encoder"]["linear"] == torch.float32
+    assert own["image_encoder"]["linear"] == torch.bfloat16 and own["box_head"]["linear"] == torch.float32
+    assert not torch.is_autocast_enabled("cpu")
+
+
+def test_a_copy_made_inside_the_block_is_fp32_after_it(tiny_model):
+    """deepcopy copies a module's hooks (quantize_dynamic, a user's copy): they must not outlive the block."""
+    import copy
+
+    images, ids, mask = _inputs(tiny_model, batch=1)
+    with autocast_for("bf16-image", torch.device("cpu"), tiny_model):
+        twin = copy.deepcopy(tiny_model)
+    seen, handles = _record_dtypes(twin)
+    try:
+        with torch.no_grad():
+            twin(images, ids, mask)
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen["image_encoder"]["linear"] == torch.float32
+
+
+def test_a_compiled_model_is_refused_not_run_in_fp32():
+    """A caller's torch.compile traces the forward without the hooks, which it then never calls: refused."""
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.image_encoder = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.image_encoder(x)
+
+    compiled_in_place = Toy()
+    compiled_in_place.compile()
+    for model in (torch.compile(Toy()), compiled_in_place):
+        with pytest.raises(ValueError, match="compiled"):
+            with autocast_for("bf16-image", torch.device("cpu"), model):
+                pass
+
+
+def test_outputs_differ_from_fp32(tiny_model):
+    """bf16 in the image encoder changes the numbers (else nothing ran in bf16)."""
     images, ids, mask = _inputs(tiny_model)
     with torch.no_grad():
         ref = tiny_model(images, ids, mask)
         with autocast_for("bf16-image", torch.device("cpu"), tiny_model):
             out = tiny_model(images, ids, mask)
     diff = (ref["pred_boxes"] - out["pred_boxes"]).abs().max()
-    assert 0 < float(diff) < 1
+    assert float(diff) > 0
 
 
 def test_refusals_name_the_option():
@@ -164,3 +259,24 @@ def test_the_recommendation_takes_the_image_only_verdict_for_its_cached_text_arm
                             parity={}))
     line = recommendation(res, judged)
     assert "`bf16-image+text-cache`" in line and "--precision bf16-image" in line
+
+
+def test_one_autocast_per_arm_and_no_unknown_precision_name():
+    """An arm's autocast is the one the report names (``numerics``, the roofline): more than one is refused, and a
+    name precision_context does not know is not run as whole-forward bf16."""
+    for arm in arms_mod.ARMS.values():
+        arms_mod.arm_precision(arm.features)  # every arm has at most one
+    with pytest.raises(ValueError, match="one autocast feature"):
+        arms_mod.arm_precision(("bf16", "bf16_image"))
+    with pytest.raises(ValueError, match="accepted"):
+        arms_mod.precision_context("bf16_image", "cpu", None)
+
+
+def test_outputs_in_a_namedtuple_are_handed_on_as_fp32():
+    import collections
+
+    from ovd.batch_predict import _as_fp32
+
+    Features = collections.namedtuple("Features", "tokens shapes")
+    out = _as_fp32(Features(torch.ones(2, dtype=torch.bfloat16), [(2, 3)]))
+    assert isinstance(out, Features) and out.tokens.dtype == torch.float32 and out.shapes == [(2, 3)]

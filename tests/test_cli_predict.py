@@ -286,20 +286,53 @@ def test_compile_frozen_end_to_end_matches_eager(checkpoint, image_dir, tmp_path
     _assert_same_detections(*as_tuples)
 
 
+#: the dtype the first nn.Linear of each part computes in, per --precision
+COMPUTES_IN = {"bf16": {"image_encoder": torch.bfloat16, "text_encoder": torch.bfloat16, "box_head": torch.bfloat16},
+               "bf16-image": {"image_encoder": torch.bfloat16, "text_encoder": torch.float32,
+                              "box_head": torch.float32}}
+
+
+def _first_linear_dtypes(model) -> tuple[dict, list]:
+    seen, handles = {}, []
+    for part in COMPUTES_IN["bf16"]:
+        linear = next(m for m in getattr(model, part).modules() if isinstance(m, torch.nn.Linear))
+
+        def hook(_m, _args, out, part=part):
+            seen.setdefault(part, out.dtype)
+
+        handles.append(linear.register_forward_hook(hook))
+    return seen, handles
+
+
 @pytest.mark.parametrize("precision", ["bf16", "bf16-image"])
-def test_bf16_end_to_end(image_dir, tmp_path, capsys, fast_load, precision):
+def test_bf16_end_to_end(image_dir, tmp_path, capsys, fast_load, loaded, precision):
+    """Both predict paths run the precision asked for (each part's first Linear records its dtype), and fp32 again
+    after the run."""
     out = tmp_path / "bf16.jsonl"
-    code, _, err = _run(["predict", "--checkpoint", "unused.ckpt", "--images", str(image_dir / "a.png"), "--prompt",
-                         "red circle", "--phrases", "--threshold", "0", "--precision", precision, "--out", str(out)],
-                        capsys)
+    seen, handles = _first_linear_dtypes(loaded.model)
+    try:
+        code, _, err = _run(["predict", "--checkpoint", "unused.ckpt", "--images", str(image_dir / "a.png"),
+                             "--prompt", "red circle", "--phrases", "--threshold", "0", "--precision", precision,
+                             "--out", str(out)], capsys)
+    finally:
+        for h in handles:
+            h.remove()
     assert code == 0, err
     assert len(_records(out)[0]["boxes"]) == QUERIES
+    assert seen == COMPUTES_IN[precision]
     # the single-image path too (--image): its JSON on stdout
-    code, stdout, err = _run(["predict", "--checkpoint", "unused.ckpt", "--image", str(image_dir / "a.png"),
-                              "--prompt", "red circle", "--phrases", "--threshold", "0", "--precision", precision,
-                              "--out", str(tmp_path / "one.json")], capsys)
+    seen, handles = _first_linear_dtypes(loaded.model)
+    try:
+        code, stdout, err = _run(["predict", "--checkpoint", "unused.ckpt", "--image", str(image_dir / "a.png"),
+                                  "--prompt", "red circle", "--phrases", "--threshold", "0", "--precision", precision,
+                                  "--out", str(tmp_path / "one.json")], capsys)
+    finally:
+        for h in handles:
+            h.remove()
     assert code == 0, err
     assert len(json.loads(stdout)["detections"]) == QUERIES
+    assert seen == COMPUTES_IN[precision]
+    assert not torch.is_autocast_enabled("cpu")
 
 
 def test_a_crash_mid_run_leaves_no_partial_file(tmp_path):

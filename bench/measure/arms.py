@@ -143,23 +143,32 @@ def get_arm(name: str) -> Arm:
     return ARMS[name]
 
 
+#: arm feature -> the autocast it asks for (``arm_precision``); an arm takes at most one
+AUTOCAST_FEATURES = {"bf16": "bf16", "bf16_image": "bf16-image", "fp16": "fp16"}
+
+
 def arm_precision(features) -> str:
     """The autocast an arm's ``features`` ask for: "bf16-image" (``ovd predict --precision bf16-image``), "bf16",
-    "fp16" or "fp32"."""
-    f = set(features)
-    return "bf16-image" if "bf16_image" in f else "bf16" if "bf16" in f else "fp16" if "fp16" in f else "fp32"
+    "fp16" or "fp32". ``ValueError`` for more than one (the report's ``numerics`` would name another than runs)."""
+    modes = [AUTOCAST_FEATURES[f] for f in AUTOCAST_FEATURES if f in set(features)]
+    if len(modes) > 1:
+        raise ValueError(f"an arm takes one autocast feature, got {sorted(set(features) & set(AUTOCAST_FEATURES))}")
+    return modes[0] if modes else "fp32"
 
 
 def precision_context(precision: str, device, model):
     """The context an arm's forward (and its cached text encoding) runs under: bf16-image through
     ``ovd.batch_predict.autocast_for`` (what predict runs: the image encoder of ``model`` only), the others through
-    the training step's ``autocast`` (``bench.common.autocast``; fp32 a no-op)."""
+    the training step's ``autocast`` (``bench.common.autocast``; fp32 a no-op). ``ValueError`` for another name
+    (the training step's ``autocast`` would run any name it does not know as bf16 over the whole forward)."""
     if precision == "bf16-image":
         import torch
 
         from ovd.batch_predict import autocast_for
 
         return autocast_for(precision, torch.device(device), model)
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision {precision!r}: accepted: fp32, bf16, bf16-image, fp16")
     from bench.common import autocast
 
     return autocast(precision, device)
