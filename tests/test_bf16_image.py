@@ -2,6 +2,8 @@
 text encoder, fusion and box head in fp32; the same context in ``ovd predict``, the speed arms and the accuracy
 arms (one path)."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -13,9 +15,10 @@ from ovd.batch_predict import autocast_for, check_inference_options, predict_ima
 PARTS = ("image_encoder", "text_encoder", "fusion", "box_head")
 
 
-def _record_dtypes(model):
-    """Forward hooks recording, per top-level part, the dtype its first Linear computes in and the dtypes of the
-    floating tensors the part receives; returns (seen dict, hook handles)."""
+@contextlib.contextmanager
+def recorded_dtypes(model):
+    """Within the block, records per top-level part the dtype its first Linear computes in (``"linear"``) and the
+    dtypes of the floating tensors the part receives (``"inputs"``); yields that dict, hooks removed on exit."""
     seen = {part: {"linear": None, "inputs": set()} for part in PARTS}
     handles = []
     for part in PARTS:
@@ -32,7 +35,11 @@ def _record_dtypes(model):
 
         handles += [linear.register_forward_hook(on_linear),
                     sub.register_forward_pre_hook(on_inputs, with_kwargs=True)]
-    return seen, handles
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _inputs(model, batch=2):
@@ -43,13 +50,9 @@ def _inputs(model, batch=2):
 
 def test_only_the_image_encoder_computes_in_bf16(tiny_model):
     images, ids, mask = _inputs(tiny_model)
-    seen, handles = _record_dtypes(tiny_model)
-    try:
+    with recorded_dtypes(tiny_model) as seen:
         with torch.no_grad(), autocast_for("bf16-image", torch.device("cpu"), tiny_model):
             out = tiny_model(images, ids, mask)
-    finally:
-        for h in handles:
-            h.remove()
     assert seen["image_encoder"]["linear"] == torch.bfloat16
     for part in ("text_encoder", "fusion", "box_head"):
         assert seen[part]["linear"] == torch.float32, part
@@ -69,13 +72,9 @@ def test_the_context_leaves_the_model_as_it_was_even_when_the_forward_raises(tin
     assert not torch.is_autocast_enabled("cpu")
     assert (len(tiny_model.image_encoder._forward_hooks), len(tiny_model.image_encoder._forward_pre_hooks)) == \
         hooks_before
-    seen, handles = _record_dtypes(tiny_model)
-    try:
+    with recorded_dtypes(tiny_model) as seen:
         with torch.no_grad():
             tiny_model(images, ids, mask)
-    finally:
-        for h in handles:
-            h.remove()
     assert seen["image_encoder"]["linear"] == torch.float32  # outside the block: fp32 again
 
 
@@ -83,16 +82,12 @@ def test_nested_blocks_leave_the_rest_of_the_forward_and_the_thread_in_fp32(tiny
     """Two blocks on one model (a caller wrapping predict_images(precision="bf16-image") in its own block): the
     autocasts are left in the order they were entered, so the fusion and box head stay fp32 and nothing stays on."""
     images, ids, mask = _inputs(tiny_model)
-    seen, handles = _record_dtypes(tiny_model)
-    try:
+    with recorded_dtypes(tiny_model) as seen:
         with torch.no_grad(), autocast_for("bf16-image", torch.device("cpu"), tiny_model):
             with autocast_for("bf16-image", torch.device("cpu"), tiny_model):
                 tiny_model(images, ids, mask)
                 assert not torch.is_autocast_enabled("cpu")
             assert not torch.is_autocast_enabled("cpu")
-    finally:
-        for h in handles:
-            h.remove()
     assert not torch.is_autocast_enabled("cpu")
     assert seen["image_encoder"]["linear"] == torch.bfloat16
     assert seen["fusion"]["linear"] == torch.float32 and seen["box_head"]["linear"] == torch.float32
@@ -115,21 +110,13 @@ def test_another_threads_block_changes_nothing_in_this_thread(tiny_model):
     thread.start()
     try:
         assert opened.wait(60)
-        plain, handles = _record_dtypes(tiny_model)
-        try:
+        with recorded_dtypes(tiny_model) as plain:
             with torch.no_grad():
                 tiny_model(images, ids, mask)
-        finally:
-            for h in handles:
-                h.remove()
-        own, handles = _record_dtypes(tiny_model)
-        try:
+        with recorded_dtypes(tiny_model) as own:
             with torch.no_grad(), autocast_for("bf16-image", torch.device("cpu"), tiny_model):
                 tiny_model(images, ids, mask)
                 assert not torch.is_autocast_enabled("cpu")
-        finally:
-            for h in handles:
-                h.remove()
     finally:
         done.set()
         thread.join()
@@ -145,13 +132,9 @@ def test_a_copy_made_inside_the_block_is_fp32_after_it(tiny_model):
     images, ids, mask = _inputs(tiny_model, batch=1)
     with autocast_for("bf16-image", torch.device("cpu"), tiny_model):
         twin = copy.deepcopy(tiny_model)
-    seen, handles = _record_dtypes(twin)
-    try:
+    with recorded_dtypes(twin) as seen:
         with torch.no_grad():
             twin(images, ids, mask)
-    finally:
-        for h in handles:
-            h.remove()
     assert seen["image_encoder"]["linear"] == torch.float32
 
 
@@ -207,13 +190,9 @@ def test_predict_runs_the_image_encoder_in_bf16(tiny_model, tmp_path):
     for i in range(2):
         Image.new("RGB", (64, 48), (200, 30 * i, 30)).save(tmp_path / f"{i}.png")
         paths.append(tmp_path / f"{i}.png")
-    seen, handles = _record_dtypes(tiny_model)
-    try:
+    with recorded_dtypes(tiny_model) as seen:
         preds = list(predict_images(tiny_model, paths, ["red circle"], batch_size=2, threshold=0.0,
                                     precision="bf16-image", progress=False, cache_text=True))
-    finally:
-        for h in handles:
-            h.remove()
     assert len(preds) == 2 and all(len(p.boxes) == tiny_model.config.box_head.num_queries for p in preds)
     assert seen["image_encoder"]["linear"] == torch.bfloat16
     assert seen["text_encoder"]["linear"] == torch.float32 and seen["box_head"]["linear"] == torch.float32
@@ -226,23 +205,15 @@ def test_the_arms_apply_it_and_report_its_predict_flag(tiny_model):
     assert predict_flag(arm.features) == "--precision bf16-image"
     images, ids, mask = _inputs(tiny_model)
     fn, setup_s, _ = arms_mod.build_arm(arm, tiny_model, images, ids, mask, "cpu", workdir=None)
-    seen, handles = _record_dtypes(tiny_model)
-    try:
+    with recorded_dtypes(tiny_model) as seen:
         out = fn()
-    finally:
-        for h in handles:
-            h.remove()
     assert seen["image_encoder"]["linear"] == torch.bfloat16 and seen["fusion"]["linear"] == torch.float32
     assert seen["text_encoder"]["linear"] is None  # the cached text: the encoder does not run per call
     assert out["pred_boxes"].shape[0] == 2 and setup_s >= 0
     model, context = arm_runner(arms_mod.get_arm("bf16-image"), tiny_model, torch.device("cpu"))
-    seen, handles = _record_dtypes(model)
-    try:
+    with recorded_dtypes(model) as seen:
         with context():
             model(images, ids, mask)
-    finally:
-        for h in handles:
-            h.remove()
     assert seen["image_encoder"]["linear"] == torch.bfloat16 and seen["text_encoder"]["linear"] == torch.float32
 
 
